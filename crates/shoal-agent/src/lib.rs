@@ -1,0 +1,4 @@
+//! shoal-agent: the node agent (dispatcher session, task controllers) and
+//! the executors that run tasks on this node.
+
+pub mod process;

@@ -1,0 +1,56 @@
+//! shoal's replicated cluster state.
+//!
+//! Managers keep the cluster's objects in in-memory [`Tables`], changed only
+//! by [`Command`]s committed through Raft (openraft 0.9) and applied in log
+//! order on every manager. The Raft log and vote live in redb
+//! (`raft.redb`), snapshots in `snapshot.bin`; on start the tables are
+//! rebuilt from the snapshot plus the log. Components of the leader follow
+//! the [`Change`] stream. This crate knows nothing of what services or tasks
+//! mean: it stores objects, checks versions and unique names, and reports
+//! changes.
+
+pub mod command;
+pub mod log_store;
+pub mod raft_types;
+pub mod state_machine;
+pub mod tables;
+
+pub use command::*;
+pub use log_store::LogStore;
+pub use raft_types::*;
+pub use state_machine::{Applied, Change, Shared, StateMachine};
+pub use tables::{Event, Table, Tables};
+
+use std::path::Path;
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Opens the durable parts of the store under `dir` (`raft.redb`, `snapshot.bin`).
+pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachine)> {
+    std::fs::create_dir_all(dir)?;
+    let log = LogStore::open(&dir.join("raft.redb"))?;
+    let sm = StateMachine::open(dir)?;
+    Ok((log, sm))
+}
+
+/// openraft settings tuned for sub-second failover on a LAN (see ARCHITECTURE.md).
+pub fn raft_config(cluster_name: &str) -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        install_snapshot_timeout: 5000,
+        max_payload_entries: 256,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}

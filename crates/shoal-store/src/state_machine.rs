@@ -1,0 +1,252 @@
+//! The Raft state machine: applies committed commands to the in-memory
+//! [`Tables`], publishes change events, and keeps snapshots on disk.
+//!
+//! The snapshot file (`snapshot.bin`) is one line of JSON metadata followed
+//! by the JSON image of every table; it is written to a temporary file,
+//! fsynced and renamed, so a crash leaves either the old or the new one.
+
+use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::tables::{Event, Tables, TablesImage};
+use crate::CommandResult;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{broadcast, watch};
+
+/// Changes made by one applied Raft entry.
+#[derive(Debug)]
+pub struct Applied {
+    /// Log index of the entry.
+    pub index: u64,
+    /// What changed.
+    pub events: Vec<Event>,
+}
+
+/// A message on the watch stream.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// One entry's changes.
+    Applied(Arc<Applied>),
+    /// The whole state was replaced (snapshot installed): re-read everything.
+    Reset,
+}
+
+/// State shared between the state machine and readers.
+pub struct Shared {
+    tables: RwLock<Tables>,
+    changes: broadcast::Sender<Change>,
+    applied: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Runs `f` on a consistent view of the tables.
+    pub fn view<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        f(&self.tables.read().expect("tables lock"))
+    }
+
+    /// Subscribes to changes; call before reading the snapshot you reconcile from.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Watches the last applied log index.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+}
+
+fn snap_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
+}
+
+/// Reads the persisted snapshot in `dir`, if any: (meta, data bytes).
+fn read_snapshot_file(dir: &Path) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    let path = dir.join("snapshot.bin");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let nl = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| std::io::Error::other("snapshot.bin: missing header"))?;
+    let meta: SnapshotMeta = serde_json::from_slice(&bytes[..nl]).map_err(std::io::Error::other)?;
+    Ok(Some((meta, bytes[nl + 1..].to_vec())))
+}
+
+fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join("snapshot.bin.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
+        f.write_all(b"\n")?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join("snapshot.bin"))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir`, loading the persisted snapshot.
+    pub fn open(dir: &Path) -> anyhow::Result<StateMachine> {
+        std::fs::create_dir_all(dir)?;
+        let (tables, last_applied, membership) = match read_snapshot_file(dir)? {
+            Some((meta, data)) => {
+                let image: TablesImage = serde_json::from_slice(&data)?;
+                (Tables::from_image(image), meta.last_log_id, meta.last_membership)
+            }
+            None => (Tables::default(), None, StoredMembership::default()),
+        };
+        let (changes, _) = broadcast::channel(4096);
+        let (applied, _) = watch::channel(last_applied.map(|l| l.index).unwrap_or(0));
+        Ok(StateMachine {
+            shared: Arc::new(Shared { tables: RwLock::new(tables), changes, applied }),
+            dir: dir.to_path_buf(),
+            last_applied,
+            membership,
+        })
+    }
+
+    /// The shared read side.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
+/// Builds snapshots from a consistent copy of the tables.
+pub struct SnapshotBuilder {
+    dir: PathBuf,
+    tables: Tables,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = serde_json::to_vec(&self.tables.image()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::now_nanos()),
+            None => format!("0-0-{}", crate::now_nanos()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let dir = self.dir.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || {
+            write_snapshot_file(&dir, &meta, &data).map(|_| (meta, data))
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut batches = Vec::new();
+        {
+            let mut tables = self.shared.tables.write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            for entry in entries {
+                self.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => results.push(CommandResult::default()),
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id), m);
+                        results.push(CommandResult::default());
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        let (res, events) = tables.apply(entry.log_id.index, cmd);
+                        if !events.is_empty() {
+                            batches.push(Arc::new(Applied { index: entry.log_id.index, events }));
+                        }
+                        results.push(res);
+                    }
+                }
+            }
+        }
+        for b in batches {
+            // No receivers is fine: followers have no leader components.
+            let _ = self.shared.changes.send(Change::Applied(b));
+        }
+        if let Some(l) = self.last_applied {
+            self.shared.applied.send_replace(l.index);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let tables = self.shared.tables.read().expect("tables lock").clone();
+        SnapshotBuilder {
+            dir: self.dir.clone(),
+            tables,
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let image: TablesImage = serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let dir = self.dir.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &m, &data))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        *self.shared.tables.write().map_err(|e| sm_err(ErrorVerb::Write, e))? = Tables::from_image(image);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let _ = self.shared.changes.send(Change::Reset);
+        if let Some(l) = self.last_applied {
+            self.shared.applied.send_replace(l.index);
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

@@ -1,0 +1,495 @@
+//! In-memory tables of cluster objects, with the indexes the leader's
+//! components need ("tasks of service S", "tasks on node N", names), and the
+//! deterministic apply of a [`Command`].
+
+use crate::command::{ClusterRecord, Command, CommandResult, Expect, Kind, Object, Op, StoreError};
+use serde::{Deserialize, Serialize};
+use shoal_api::{Config, Network, Node, Secret, Service, Task};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// One table: objects by ID, plus a unique-name index for named kinds.
+#[derive(Debug, Clone)]
+pub struct Table<T> {
+    by_id: BTreeMap<String, Arc<T>>,
+    by_name: HashMap<String, String>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table { by_id: BTreeMap::new(), by_name: HashMap::new() }
+    }
+}
+
+impl<T> Table<T> {
+    /// Object by exact ID.
+    pub fn get(&self, id: &str) -> Option<&Arc<T>> {
+        self.by_id.get(id)
+    }
+
+    /// Object by exact unique name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<T>> {
+        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+    }
+
+    /// All objects, ordered by ID.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.by_id.values()
+    }
+
+    /// Objects whose ID starts with `prefix`.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        self.by_id
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// All tables of the cluster state.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    /// Nodes.
+    pub nodes: Table<Node>,
+    /// Services.
+    pub services: Table<Service>,
+    /// Tasks.
+    pub tasks: Table<Task>,
+    /// Networks.
+    pub networks: Table<Network>,
+    /// Secrets.
+    pub secrets: Table<Secret>,
+    /// Configs.
+    pub configs: Table<Config>,
+    /// The cluster object (absent before `init`).
+    pub cluster: Option<Arc<ClusterRecord>>,
+    tasks_by_service: HashMap<String, BTreeSet<String>>,
+    tasks_by_node: HashMap<String, BTreeSet<String>>,
+}
+
+/// What happened to an object in one applied entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Created.
+    Created(Object),
+    /// Updated: (old, new).
+    Updated(Object, Object),
+    /// Deleted: the last state.
+    Deleted(Object),
+}
+
+impl Event {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Event::Created(o) | Event::Updated(_, o) | Event::Deleted(o) => o.kind(),
+        }
+    }
+}
+
+/// A serializable copy of every table (the snapshot format).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TablesImage {
+    nodes: Vec<Node>,
+    services: Vec<Service>,
+    tasks: Vec<Task>,
+    networks: Vec<Network>,
+    secrets: Vec<Secret>,
+    configs: Vec<Config>,
+    cluster: Option<ClusterRecord>,
+}
+
+impl Tables {
+    /// IDs of the tasks of a service.
+    pub fn task_ids_of_service(&self, service_id: &str) -> impl Iterator<Item = &String> {
+        self.tasks_by_service.get(service_id).into_iter().flatten()
+    }
+
+    /// Tasks of a service.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.tasks_by_service
+            .get(service_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Tasks assigned to a node.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.tasks_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The current object of a kind and ID.
+    pub fn get(&self, kind: Kind, id: &str) -> Option<Object> {
+        match kind {
+            Kind::Node => self.nodes.get(id).map(|o| Object::Node((**o).clone())),
+            Kind::Service => self.services.get(id).map(|o| Object::Service((**o).clone())),
+            Kind::Task => self.tasks.get(id).map(|o| Object::Task((**o).clone())),
+            Kind::Network => self.networks.get(id).map(|o| Object::Network((**o).clone())),
+            Kind::Secret => self.secrets.get(id).map(|o| Object::Secret((**o).clone())),
+            Kind::Config => self.configs.get(id).map(|o| Object::Config((**o).clone())),
+            Kind::Cluster => self
+                .cluster
+                .as_ref()
+                .filter(|c| c.cluster.id == id)
+                .map(|c| Object::Cluster((**c).clone())),
+        }
+    }
+
+    fn version_of(&self, kind: Kind, id: &str) -> Option<u64> {
+        match kind {
+            Kind::Node => self.nodes.get(id).map(|o| o.version.index),
+            Kind::Service => self.services.get(id).map(|o| o.version.index),
+            Kind::Task => self.tasks.get(id).map(|o| o.version.index),
+            Kind::Network => self.networks.get(id).map(|o| o.version.index),
+            Kind::Secret => self.secrets.get(id).map(|o| o.version.index),
+            Kind::Config => self.configs.get(id).map(|o| o.version.index),
+            Kind::Cluster => self.cluster.as_ref().filter(|c| c.cluster.id == id).map(|c| c.cluster.version.index),
+        }
+    }
+
+    fn name_owner(&self, kind: Kind, name: &str) -> Option<&String> {
+        match kind {
+            Kind::Service => self.services.by_name.get(name),
+            Kind::Network => self.networks.by_name.get(name),
+            Kind::Secret => self.secrets.by_name.get(name),
+            Kind::Config => self.configs.by_name.get(name),
+            _ => None,
+        }
+    }
+
+    /// Applies a command at log `index`; returns the results and the events.
+    pub fn apply(&mut self, index: u64, cmd: Command) -> (CommandResult, Vec<Event>) {
+        let mut results = Vec::with_capacity(cmd.ops.len());
+        let mut events = Vec::with_capacity(cmd.ops.len());
+        for op in cmd.ops {
+            match self.check(&op) {
+                Err(e) if cmd.atomic => {
+                    // Undo what this command already did, newest first.
+                    for ev in events.drain(..).rev() {
+                        self.undo(ev);
+                    }
+                    let n = results.len() + 1;
+                    return (
+                        CommandResult { results: vec![Err(e); n] },
+                        Vec::new(),
+                    );
+                }
+                Err(e) => results.push(Err(e)),
+                Ok(()) => {
+                    events.push(self.perform(index, op));
+                    results.push(Ok(index));
+                }
+            }
+        }
+        (CommandResult { results }, events)
+    }
+
+    fn check(&self, op: &Op) -> Result<(), StoreError> {
+        match op {
+            Op::Put { object, expect } => {
+                let kind = object.kind();
+                let id = object.id();
+                if id.is_empty() {
+                    return Err(StoreError::Invalid(format!("{} without an ID", kind.as_str())));
+                }
+                let current = self.version_of(kind, id);
+                match (expect, current) {
+                    (Expect::Absent, Some(_)) => return Err(StoreError::Exists(kind, id.to_string())),
+                    (Expect::Version(_) | Expect::Exists, None) => {
+                        return Err(StoreError::NotFound(kind, id.to_string()))
+                    }
+                    (Expect::Version(v), Some(cur)) if *v != cur => return Err(StoreError::OutOfSequence),
+                    _ => {}
+                }
+                if kind == Kind::Cluster {
+                    if let Some(c) = &self.cluster {
+                        if c.cluster.id != id {
+                            return Err(StoreError::Invalid("the cluster object already exists".into()));
+                        }
+                    }
+                }
+                if let Some(name) = object.unique_name() {
+                    if name.is_empty() {
+                        return Err(StoreError::Invalid(format!("{} name must not be empty", kind.as_str())));
+                    }
+                    if let Some(owner) = self.name_owner(kind, name) {
+                        if owner != id {
+                            return Err(StoreError::NameConflict(kind, name.to_string()));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Op::Delete { kind, id, expect } => match (self.version_of(*kind, id), expect) {
+                (None, _) => Err(StoreError::NotFound(*kind, id.clone())),
+                (Some(cur), Some(v)) if cur != *v => Err(StoreError::OutOfSequence),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn perform(&mut self, index: u64, op: Op) -> Event {
+        match op {
+            Op::Put { mut object, .. } => {
+                object.set_version(index);
+                match self.insert(object.clone()) {
+                    Some(old) => Event::Updated(old, object),
+                    None => Event::Created(object),
+                }
+            }
+            Op::Delete { kind, id, .. } => {
+                Event::Deleted(self.remove(kind, &id).expect("checked before perform"))
+            }
+        }
+    }
+
+    fn undo(&mut self, ev: Event) {
+        match ev {
+            Event::Created(o) => {
+                self.remove(o.kind(), o.id());
+            }
+            Event::Updated(old, _) | Event::Deleted(old) => {
+                self.insert(old);
+            }
+        }
+    }
+
+    /// Inserts or replaces an object, maintaining indexes; returns the old one.
+    fn insert(&mut self, object: Object) -> Option<Object> {
+        match object {
+            Object::Node(o) => put(&mut self.nodes, o.id.clone(), None, o).map(Object::Node),
+            Object::Service(o) => put(&mut self.services, o.id.clone(), Some(service_name), o).map(Object::Service),
+            Object::Task(o) => {
+                let old = put(&mut self.tasks, o.id.clone(), None, o.clone());
+                if let Some(old) = &old {
+                    unindex(&mut self.tasks_by_service, &old.service_id, &old.id);
+                    unindex(&mut self.tasks_by_node, &old.node_id, &old.id);
+                }
+                index_task(&mut self.tasks_by_service, &o.service_id, &o.id);
+                index_task(&mut self.tasks_by_node, &o.node_id, &o.id);
+                old.map(Object::Task)
+            }
+            Object::Network(o) => put(&mut self.networks, o.id.clone(), Some(network_name), o).map(Object::Network),
+            Object::Secret(o) => put(&mut self.secrets, o.id.clone(), Some(blob_name), o).map(Object::Secret),
+            Object::Config(o) => put(&mut self.configs, o.id.clone(), Some(blob_name), o).map(Object::Config),
+            Object::Cluster(o) => self
+                .cluster
+                .replace(Arc::new(o))
+                .map(|old| Object::Cluster((*old).clone())),
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
+        match kind {
+            Kind::Node => take(&mut self.nodes, id, None).map(Object::Node),
+            Kind::Service => take(&mut self.services, id, Some(service_name)).map(Object::Service),
+            Kind::Task => {
+                let old = take(&mut self.tasks, id, None)?;
+                unindex(&mut self.tasks_by_service, &old.service_id, &old.id);
+                unindex(&mut self.tasks_by_node, &old.node_id, &old.id);
+                Some(Object::Task(old))
+            }
+            Kind::Network => take(&mut self.networks, id, Some(network_name)).map(Object::Network),
+            Kind::Secret => take(&mut self.secrets, id, Some(blob_name)).map(Object::Secret),
+            Kind::Config => take(&mut self.configs, id, Some(blob_name)).map(Object::Config),
+            Kind::Cluster => {
+                if self.cluster.as_ref().is_some_and(|c| c.cluster.id == id) {
+                    self.cluster.take().map(|c| Object::Cluster((*c).clone()))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// A serializable copy of everything.
+    pub fn image(&self) -> TablesImage {
+        fn all<T: Clone>(t: &Table<T>) -> Vec<T> {
+            t.iter().map(|o| (**o).clone()).collect()
+        }
+        TablesImage {
+            nodes: all(&self.nodes),
+            services: all(&self.services),
+            tasks: all(&self.tasks),
+            networks: all(&self.networks),
+            secrets: all(&self.secrets),
+            configs: all(&self.configs),
+            cluster: self.cluster.as_ref().map(|c| (**c).clone()),
+        }
+    }
+
+    /// Rebuilds tables (and indexes) from an image.
+    pub fn from_image(image: TablesImage) -> Tables {
+        let mut t = Tables::default();
+        let objects = image
+            .nodes
+            .into_iter()
+            .map(Object::Node)
+            .chain(image.services.into_iter().map(Object::Service))
+            .chain(image.tasks.into_iter().map(Object::Task))
+            .chain(image.networks.into_iter().map(Object::Network))
+            .chain(image.secrets.into_iter().map(Object::Secret))
+            .chain(image.configs.into_iter().map(Object::Config))
+            .chain(image.cluster.into_iter().map(Object::Cluster));
+        for o in objects {
+            t.insert(o);
+        }
+        t
+    }
+}
+
+fn put<T: Clone>(table: &mut Table<T>, id: String, name_of: Option<fn(&T) -> String>, obj: T) -> Option<T> {
+    let new_name = name_of.map(|f| f(&obj));
+    let old = table.by_id.insert(id.clone(), Arc::new(obj));
+    let old = old.map(|o| Arc::try_unwrap(o).unwrap_or_else(|a| (*a).clone()));
+    if let Some(f) = name_of {
+        if let Some(old) = &old {
+            let old_name = f(old);
+            if table.by_name.get(&old_name).is_some_and(|v| *v == id) {
+                table.by_name.remove(&old_name);
+            }
+        }
+    }
+    if let Some(name) = new_name {
+        table.by_name.insert(name, id);
+    }
+    old
+}
+
+fn take<T: Clone>(table: &mut Table<T>, id: &str, name_of: Option<fn(&T) -> String>) -> Option<T> {
+    let old = table.by_id.remove(id)?;
+    if let Some(f) = name_of {
+        let name = f(&old);
+        if table.by_name.get(&name).is_some_and(|v| v == id) {
+            table.by_name.remove(&name);
+        }
+    }
+    Some(Arc::try_unwrap(old).unwrap_or_else(|a| (*a).clone()))
+}
+
+fn index_task(index: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if !key.is_empty() {
+        index.entry(key.to_string()).or_default().insert(id.to_string());
+    }
+}
+
+fn unindex(index: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+fn service_name(s: &Service) -> String {
+    s.spec.name.clone()
+}
+
+fn network_name(n: &Network) -> String {
+    n.spec.name.clone()
+}
+
+fn blob_name(b: &Secret) -> String {
+    b.spec.name.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::{Service, Version};
+
+    fn service(id: &str, name: &str, version: u64) -> Object {
+        let mut s = Service { id: id.into(), version: Version { index: version }, ..Default::default() };
+        s.spec.name = name.into();
+        Object::Service(s)
+    }
+
+    fn put(object: Object, expect: Expect) -> Op {
+        Op::Put { object, expect }
+    }
+
+    #[test]
+    fn update_with_stale_version_is_out_of_sequence() {
+        let mut t = Tables::default();
+        let (r, _) = t.apply(5, Command { ops: vec![put(service("s1", "web", 0), Expect::Absent)], atomic: true });
+        assert_eq!(r.results, vec![Ok(5)]);
+        let (r, _) = t.apply(6, Command { ops: vec![put(service("s1", "web", 0), Expect::Version(4))], atomic: true });
+        assert_eq!(r.results, vec![Err(StoreError::OutOfSequence)]);
+        let (r, ev) = t.apply(7, Command { ops: vec![put(service("s1", "web2", 0), Expect::Version(5))], atomic: true });
+        assert_eq!(r.results, vec![Ok(7)]);
+        assert!(matches!(ev[0], Event::Updated(..)));
+        assert!(t.services.by_name("web").is_none());
+        assert_eq!(t.services.by_name("web2").unwrap().version.index, 7);
+    }
+
+    #[test]
+    fn duplicate_name_conflicts() {
+        let mut t = Tables::default();
+        t.apply(1, Command { ops: vec![put(service("a", "web", 0), Expect::Absent)], atomic: true });
+        let (r, ev) = t.apply(2, Command { ops: vec![put(service("b", "web", 0), Expect::Absent)], atomic: true });
+        assert_eq!(r.results, vec![Err(StoreError::NameConflict(Kind::Service, "web".into()))]);
+        assert!(ev.is_empty());
+        assert_eq!(t.services.len(), 1);
+    }
+
+    #[test]
+    fn failed_atomic_command_changes_nothing() {
+        let mut t = Tables::default();
+        let cmd = Command {
+            ops: vec![put(service("a", "one", 0), Expect::Absent), put(service("b", "one", 0), Expect::Absent)],
+            atomic: true,
+        };
+        let (r, ev) = t.apply(1, cmd);
+        assert!(r.results.iter().all(|r| r.is_err()));
+        assert!(ev.is_empty());
+        assert!(t.services.is_empty());
+        assert!(t.services.by_name("one").is_none());
+    }
+
+    #[test]
+    fn non_atomic_command_applies_what_it_can() {
+        let mut t = Tables::default();
+        let cmd = Command {
+            ops: vec![
+                put(service("a", "one", 0), Expect::Absent),
+                Op::Delete { kind: Kind::Service, id: "zzz".into(), expect: None },
+            ],
+            atomic: false,
+        };
+        let (r, _) = t.apply(3, cmd);
+        assert_eq!(r.results[0], Ok(3));
+        assert!(r.results[1].is_err());
+    }
+
+    #[test]
+    fn task_indexes_follow_updates_and_snapshots() {
+        let mut t = Tables::default();
+        let task = |node: &str| {
+            Object::Task(Task { id: "t1".into(), service_id: "s".into(), node_id: node.into(), ..Default::default() })
+        };
+        t.apply(1, Command { ops: vec![put(task("n1"), Expect::Absent)], atomic: true });
+        assert_eq!(t.tasks_on_node("n1").count(), 1);
+        t.apply(2, Command { ops: vec![put(task("n2"), Expect::Any)], atomic: true });
+        assert_eq!(t.tasks_on_node("n1").count(), 0);
+        assert_eq!(t.tasks_on_node("n2").count(), 1);
+        let copy = Tables::from_image(serde_json::from_slice(&serde_json::to_vec(&t.image()).unwrap()).unwrap());
+        assert_eq!(copy.tasks_of_service("s").count(), 1);
+        assert_eq!(copy.tasks_on_node("n2").count(), 1);
+    }
+}
