@@ -2,3 +2,4 @@
 //! the executors that run tasks on this node.
 
 pub mod process;
+pub mod session;

@@ -9,7 +9,7 @@ use common::{
 };
 use shoal_agent::process::{
     AdoptedState, CgroupLayout, ExecError, ExitOutcome, LogConfig, LogOptions, OutputStream,
-    ResourceLimits,
+    ProcessExecutor, ResourceLimits,
 };
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,11 @@ async fn task_starts_with_default_signal_handling_and_no_stdin() {
         .collect();
     assert_eq!(
         lines,
-        vec!["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000", "y"]
+        vec![
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            "y"
+        ]
     );
 }
 
@@ -223,6 +227,19 @@ async fn unknown_command_bad_dir_and_bad_user_are_start_errors() {
         err,
         "unable to find user no-such-user-xyz: no matching entries in passwd file"
     );
+}
+
+#[tokio::test]
+async fn a_broken_shim_command_is_a_start_error_recorded_as_the_exit() {
+    let h = Harness::new();
+    for (n, shim) in ["/no/such/shim", "false"].into_iter().enumerate() {
+        let exec = ProcessExecutor::new(h.root().join("tasks"), vec![shim.into()]);
+        let id = format!("t-noshim-{n}");
+        let err = exec.start(h.sh(&id, "true")).await.unwrap_err();
+        assert!(err.to_string().contains("task shim"), "{err}");
+        let status = exec.wait(&id).await.unwrap();
+        assert_eq!(status.error, Some(err.to_string()));
+    }
 }
 
 #[tokio::test]
@@ -455,7 +472,9 @@ async fn memory_limit_kills_a_task_that_allocates_more() {
         return;
     }
     let h = Harness::new();
-    let mut spec = h.sh("t-oom", "");
+    // Cgroups are host-wide: a task ID unique to this test run.
+    let id = format!("t-oom-{}", std::process::id());
+    let mut spec = h.sh(&id, "");
     // dd allocates (and fills) a 64 MiB buffer.
     spec.command = "dd".into();
     spec.args = vec![
@@ -478,9 +497,9 @@ async fn memory_limit_kills_a_task_that_allocates_more() {
         assert!(handle.warnings[0].starts_with("memory limit not applied"));
         return;
     }
-    let status = h.exec.wait("t-oom").await.unwrap();
+    let status = h.exec.wait(&id).await.unwrap();
     assert_eq!(status.signal, Some(9), "OOM-killed: {status:?}");
-    for dir in CgroupLayout::detect().task_dirs("t-oom") {
+    for dir in CgroupLayout::detect().task_dirs(&id) {
         assert!(!dir.exists(), "{} is removed", dir.display());
     }
 }
@@ -491,7 +510,8 @@ async fn cpu_limit_becomes_a_cfs_quota_on_the_task_cgroup() {
         return;
     }
     let h = Harness::new();
-    let mut spec = h.sh("t-cpu", "echo ready; sleep 300");
+    let id = format!("t-cpu-{}", std::process::id());
+    let mut spec = h.sh(&id, "echo ready; sleep 300");
     spec.limits = ResourceLimits {
         nano_cpus: 500_000_000,
         memory_bytes: 0,
@@ -506,9 +526,9 @@ async fn cpu_limit_becomes_a_cfs_quota_on_the_task_cgroup() {
         return;
     }
     let (file, expected) = match CgroupLayout::detect() {
-        CgroupLayout::V2 { root, .. } => (root.join("shoal/t-cpu/cpu.max"), "50000 100000"),
+        CgroupLayout::V2 { root, .. } => (root.join(format!("shoal/{id}/cpu.max")), "50000 100000"),
         CgroupLayout::V1 { cpu: Some(cpu), .. } => {
-            (cpu.join("shoal/t-cpu/cpu.cfs_quota_us"), "50000")
+            (cpu.join(format!("shoal/{id}/cpu.cfs_quota_us")), "50000")
         }
         other => panic!("no warning, yet no cpu controller: {other:?}"),
     };
@@ -518,9 +538,6 @@ async fn cpu_limit_becomes_a_cfs_quota_on_the_task_cgroup() {
         procs.lines().any(|l| l.trim() == handle.pid.to_string()),
         "the task is in its cgroup"
     );
-    h.exec
-        .shutdown("t-cpu", Duration::from_secs(2))
-        .await
-        .unwrap();
+    h.exec.shutdown(&id, Duration::from_secs(2)).await.unwrap();
     assert!(!file.parent().unwrap().exists(), "the cgroup is removed");
 }

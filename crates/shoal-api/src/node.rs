@@ -30,6 +30,9 @@ pub struct Node {
     /// Present on managers.
     #[serde(rename = "ManagerStatus", default, skip_serializing_if = "Option::is_none")]
     pub manager_status: Option<ManagerStatus>,
+    /// shoal extension: the node's node-to-node address `host:port`.
+    #[serde(rename = "ShoalAddr", default, skip_serializing_if = "String::is_empty")]
+    pub addr: String,
     /// shoal extension: the node's Raft member id (managers only; 0 otherwise).
     #[serde(rename = "ShoalRaftID", default, skip_serializing_if = "is_default")]
     pub raft_id: u64,

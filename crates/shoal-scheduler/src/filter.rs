@@ -16,7 +16,8 @@
 
 use crate::constraint::{Attribute, Constraint, Operator};
 use crate::intern::{Interner, Sym};
-use crate::state::{port_key, NodeAttrs, Usage, ENGINE};
+use crate::node::{NodeAttrs, ENGINE};
+use crate::state::{port_key, Usage};
 use crate::{Resources, TaskGroup};
 
 /// Why a filter rejected a node.

@@ -11,11 +11,35 @@
 //! incrementally (per-node reserved resources, per-node per-service task counts, used host ports),
 //! so placing a batch costs one pass over the nodes plus a heap operation per task, never a loop over
 //! all nodes × all tasks. See README.md for the flow.
+//!
+//! ```
+//! use shoal_scheduler::{parse_constraints, NodeInfo, Resources, Scheduler, TaskGroup};
+//!
+//! let mut scheduler = Scheduler::new();
+//! let mut node = NodeInfo::new("node-1");
+//! node.capacity = Resources::new(2_000_000_000, 8 << 30); // 2 CPUs, 8 GiB
+//! node.labels.insert("zone".into(), "a".into());
+//! scheduler.upsert_node(node);
+//!
+//! let group = TaskGroup {
+//!     constraints: parse_constraints(&["node.labels.zone==a".into()]).unwrap(),
+//!     reservations: Resources::new(500_000_000, 1 << 30), // half a CPU, 1 GiB
+//!     ..TaskGroup::new("web")
+//! };
+//! let placement = scheduler.schedule(&group, &["web.1", "web.2", "web.3", "web.4", "web.5"]);
+//! assert_eq!(placement.nodes, ["node-1"; 4]);
+//! let why = placement.explanation.unwrap().to_string();
+//! assert_eq!(why, "no suitable node (1 node lacks CPU)");
+//! assert_eq!(scheduler.service_tasks_on_node("web", "node-1"), 4);
+//! ```
+
+#![warn(missing_docs)]
 
 mod constraint;
 mod explain;
 mod filter;
 mod intern;
+mod node;
 mod preference;
 mod schedule;
 mod state;

@@ -7,12 +7,12 @@
 //! all full is dropped for the rest of the batch.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::fmt;
 
 use crate::constraint::{Attribute, ConstraintError};
 use crate::filter::NodeAttr;
-use crate::intern::Sym;
+use crate::intern::{FastMap, Sym};
 use crate::strategy::{Leaf, NodeLoad, SplitMix64, Strategy};
 
 /// A placement preference of a service.
@@ -91,16 +91,27 @@ impl Tree {
             };
         }
         let mut drafts = vec![Draft::default()];
-        let mut index: HashMap<(u32, Option<Sym>), u32> = HashMap::new();
+        let mut index: FastMap<(u32, Option<Sym>), u32> = FastMap::default();
         for (slot, load) in candidates {
             let mut group = 0;
             drafts[0].service_tasks += load.service_tasks;
             for &attr in preferences {
                 let value = value_of(slot, attr);
-                let child = *index.entry((group, value)).or_insert_with(|| {
+                let siblings = &drafts[group as usize].children;
+                // Few groups (zones, racks): a scan beats hashing; many (node IDs): the index.
+                let known = if siblings.len() <= 8 {
+                    siblings
+                        .iter()
+                        .find(|&&(v, _)| v == value)
+                        .map(|&(_, child)| child)
+                } else {
+                    index.get(&(group, value)).copied()
+                };
+                let child = known.unwrap_or_else(|| {
                     let child = drafts.len() as u32;
                     drafts[group as usize].children.push((value, child));
                     drafts.push(Draft::default());
+                    index.insert((group, value), child);
                     child
                 });
                 drafts[child as usize].service_tasks += load.service_tasks;
@@ -132,7 +143,7 @@ impl Tree {
         Tree { groups }
     }
 
-    /// Places one task: walks to the least-loaded leaf with room, pops its best node and calls
+    /// Places one task: walks to the least-loaded leaf with room, takes its best node and calls
     /// `commit(slot, rank)`, which records the task and returns the node's new load if it can take
     /// another. Returns the slot, or `None` when no node in the tree has room.
     pub(crate) fn place(
@@ -149,19 +160,24 @@ impl Tree {
         rng: &mut SplitMix64,
         commit: &mut impl FnMut(u32, u32) -> Option<NodeLoad>,
     ) -> Option<u32> {
-        loop {
-            let (count, order, child) = match &mut self.groups[group as usize] {
-                Group::Leaf(leaf) => return leaf.place(rng, commit),
-                Group::Inner(children) => children.pop()?.0,
-            };
-            // A child with no room left is not pushed back: it is done for this batch.
-            if let Some(slot) = self.place_in(child, rng, commit) {
-                if let Group::Inner(children) = &mut self.groups[group as usize] {
-                    children.push(Reverse((count + 1, order, child)));
-                }
-                return Some(slot);
+        let mut children = match &mut self.groups[group as usize] {
+            Group::Leaf(leaf) => return leaf.place(rng, commit),
+            // Taken out while a child is searched, so the recursion can borrow the tree.
+            Group::Inner(children) => std::mem::take(children),
+        };
+        let mut placed = None;
+        while let Some(mut least) = children.peek_mut() {
+            let Reverse((count, order, child)) = *least;
+            placed = self.place_in(child, rng, commit);
+            if placed.is_some() {
+                *least = Reverse((count + 1, order, child));
+                break;
             }
+            // No room left in this child: it is done for this batch.
+            PeekMut::pop(least);
         }
+        self.groups[group as usize] = Group::Inner(children);
+        placed
     }
 }
 

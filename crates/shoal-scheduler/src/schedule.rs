@@ -12,8 +12,9 @@
 
 use crate::explain::Explanation;
 use crate::filter::{NodeAttr, Requirements};
+use crate::node::NodeAttrs;
 use crate::preference::{Candidate, Preference, Tree};
-use crate::state::{NodeAttrs, Scheduler, Usage};
+use crate::state::{Scheduler, Usage};
 use crate::strategy::{fraction, NodeLoad, Strategy};
 use crate::TaskGroup;
 

@@ -11,78 +11,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::intern::{FastMap, Interner, Sym};
+use crate::intern::{FastMap, Interner};
+use crate::node::NodeAttrs;
 use crate::strategy::SplitMix64;
-use crate::{Availability, NodeInfo, Protocol, Resources, TaskInfo};
+use crate::{NodeInfo, Protocol, Resources, TaskInfo};
 
 /// A node ID, shared by the maps that index nodes.
 pub(crate) type NodeId = Arc<str>;
-
-/// A node's interned attributes, as the filters read them.
-pub(crate) struct NodeAttrs {
-    /// Lowercased node ID.
-    pub id: Sym,
-    /// Lowercased host name.
-    pub hostname: Sym,
-    /// `manager` or `worker`.
-    pub role: Sym,
-    /// Lowercased OS.
-    pub os: Sym,
-    /// Lowercased architecture.
-    pub arch: Sym,
-    /// Ready and active: may take new tasks.
-    pub available: bool,
-    /// Node and engine labels.
-    pub labels: Labels,
-    /// Executors the node has.
-    pub executors: Vec<Sym>,
-    /// What the node offers.
-    pub capacity: Resources,
-}
-
-/// How many labels a node keeps inline (enough for most nodes).
-const INLINE_LABELS: usize = 4;
-
-/// A node's labels as (key, lowercased value) pairs, engine label keys tagged with [`ENGINE`].
-/// The first few are stored inline so that a constraint check reads them without a pointer chase.
-pub(crate) struct Labels {
-    inline: [(Sym, Sym); INLINE_LABELS],
-    len: usize,
-    spilled: Vec<(Sym, Sym)>,
-}
-
-/// The tag of engine label keys in [`Labels`].
-pub(crate) const ENGINE: Sym = 1 << 31;
-
-impl Labels {
-    fn new(pairs: impl Iterator<Item = (Sym, Sym)>) -> Labels {
-        let mut labels = Labels {
-            inline: [(0, 0); INLINE_LABELS],
-            len: 0,
-            spilled: Vec::new(),
-        };
-        for pair in pairs {
-            match labels.inline.get_mut(labels.len) {
-                Some(slot) => *slot = pair,
-                None => labels.spilled.push(pair),
-            }
-            labels.len += 1;
-        }
-        labels
-    }
-
-    /// All (key, value) pairs.
-    fn iter(&self) -> impl Iterator<Item = &(Sym, Sym)> {
-        self.inline[..self.len.min(INLINE_LABELS)]
-            .iter()
-            .chain(&self.spilled)
-    }
-
-    /// The value of the label `key` (tagged with [`ENGINE`] for engine labels).
-    pub(crate) fn get(&self, key: Sym) -> Option<Sym> {
-        self.iter().find(|&&(k, _)| k == key).map(|&(_, v)| v)
-    }
-}
 
 /// What the tasks on a node use.
 #[derive(Default)]
@@ -187,9 +122,9 @@ impl Scheduler {
     /// Adds a node or replaces what is known about it; its tasks stay accounted.
     pub fn upsert_node(&mut self, node: NodeInfo) {
         let slot = self.slot_for(&node.id);
-        let attrs = self.intern_node(&node);
+        let attrs = NodeAttrs::intern(&node, &mut self.interner);
         if let Some(old) = self.slots[slot as usize].attrs.replace(attrs) {
-            self.release_node(old);
+            old.release(&mut self.interner);
         }
         let id = self.slots[slot as usize].id.clone();
         if self.ordered.insert(id, slot).is_none() {
@@ -203,14 +138,15 @@ impl Scheduler {
             return;
         };
         if let Some(old) = self.slots[slot as usize].attrs.take() {
-            self.release_node(old);
+            old.release(&mut self.interner);
             self.ordered.remove(id);
             self.order.clear();
         }
         self.free_slot_if_unused(slot);
     }
 
-    /// Accounts for a task placed on a node; a known task ID is replaced, not counted twice.
+    /// Accounts for a task placed on a node; a known task ID is replaced, not counted twice. The
+    /// node need not be known yet: its usage counts once it arrives.
     pub fn add_task(&mut self, task: TaskInfo) {
         self.remove_task(&task.id);
         let slot = self.slot_for(&task.node_id);
@@ -446,50 +382,12 @@ impl Scheduler {
             self.free_slots.push(slot);
         }
     }
-
-    fn intern_node(&mut self, node: &NodeInfo) -> NodeAttrs {
-        let interner = &mut self.interner;
-        let mut lower = |text: &str| interner.intern(&text.to_ascii_lowercase());
-        let id = lower(&node.id);
-        let hostname = lower(&node.hostname);
-        let role = lower(node.role.as_str());
-        let os = lower(&node.os);
-        let arch = lower(&node.arch);
-        let mut pairs = Vec::with_capacity(node.labels.len() + node.engine_labels.len());
-        for (tag, labels) in [(0, &node.labels), (ENGINE, &node.engine_labels)] {
-            for (key, value) in labels {
-                let key = interner.intern(key);
-                assert!(key < ENGINE, "fewer than 2^31 distinct strings");
-                pairs.push((key | tag, interner.intern(&value.to_ascii_lowercase())));
-            }
-        }
-        let labels = Labels::new(pairs.into_iter());
-        let executors = node.executors.iter().map(|e| interner.intern(e)).collect();
-        NodeAttrs {
-            id,
-            hostname,
-            role,
-            os,
-            arch,
-            available: node.ready && node.availability == Availability::Active,
-            labels,
-            executors,
-            capacity: node.capacity,
-        }
-    }
-
-    fn release_node(&mut self, attrs: NodeAttrs) {
-        let syms = [attrs.id, attrs.hostname, attrs.role, attrs.os, attrs.arch];
-        let labels = attrs.labels.iter().flat_map(|&(k, v)| [k & !ENGINE, v]);
-        for sym in syms.into_iter().chain(labels).chain(attrs.executors) {
-            self.interner.release(sym);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::ENGINE;
 
     fn labelled(id: &str, zone: &str) -> NodeInfo {
         let mut node = NodeInfo::new(id);

@@ -512,3 +512,22 @@ fn labels_are_matched_after_an_update_of_the_node() {
     });
     assert_eq!(place(&mut s, &g, 1).node(0), Some("n1"));
 }
+
+#[test]
+fn scheduler_can_be_shared_with_async_code() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Scheduler>();
+}
+
+#[test]
+fn spread_preference_over_many_values_gives_each_group_a_turn() {
+    let mut s = cluster((1..=20).map(|i| node(&format!("n{i}"), "")));
+    s.add_task(task("web.old", "web", "n7", Resources::default()));
+    let g = TaskGroup {
+        strategy: Strategy::Binpack, // would stack everything on one node without the preference
+        preferences: parse_preferences(&["spread=node.hostname".into()]).unwrap(),
+        ..TaskGroup::new("web")
+    };
+    place(&mut s, &g, 39);
+    assert_eq!(counts(&s, "web", 20), [2; 20]);
+}

@@ -202,7 +202,17 @@ pub enum StoreError {
     Invalid(String),
 }
 
-/// The result of applying one Raft entry.
+/// Several independent commands proposed together as one Raft entry (the
+/// write path batches concurrent requests). Each command keeps its own
+/// atomicity and gets its own result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
+/// Results of a [`Batch`], one per command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchResult(pub Vec<CommandResult>);
+
+/// The result of applying one command.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CommandResult {
     /// One result per op: the new version index, or why it failed. For an

@@ -67,6 +67,20 @@ impl LogStore {
         tx.commit().map_err(write_err)
     }
 
+    /// Appends entries outside of Raft (only for `--force-new-cluster`, before
+    /// Raft starts), durably.
+    pub fn append_direct(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut table = tx.open_table(LOGS).map_err(write_err)?;
+            for e in &entries {
+                let bytes = serde_json::to_vec(e).map_err(write_err)?;
+                table.insert(e.log_id.index, bytes.as_slice()).map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
     /// Index of the last entry in the log, if any.
     pub fn last_log_index(&self) -> Result<Option<u64>, StorageError> {
         let tx = self.db.begin_read().map_err(read_err)?;

@@ -1,6 +1,6 @@
 //! openraft type configuration for shoal's replicated store.
 
-use crate::command::{Command, CommandResult};
+use crate::command::{Batch, BatchResult};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -22,8 +22,8 @@ impl fmt::Display for Member {
 openraft::declare_raft_types!(
     /// shoal's Raft types.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Batch,
+        R = BatchResult,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,

@@ -7,7 +7,7 @@
 
 use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::tables::{Event, Tables, TablesImage};
-use crate::CommandResult;
+use crate::BatchResult;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use std::io::{Cursor, Write};
@@ -167,7 +167,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -179,17 +179,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 self.last_applied = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => results.push(CommandResult::default()),
+                    EntryPayload::Blank => results.push(BatchResult::default()),
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
-                        results.push(CommandResult::default());
+                        results.push(BatchResult::default());
                     }
-                    EntryPayload::Normal(cmd) => {
-                        let (res, events) = tables.apply(entry.log_id.index, cmd);
-                        if !events.is_empty() {
-                            batches.push(Arc::new(Applied { index: entry.log_id.index, events }));
+                    EntryPayload::Normal(batch) => {
+                        let mut all_events = Vec::new();
+                        let mut res = Vec::with_capacity(batch.0.len());
+                        for cmd in batch.0 {
+                            let (r, events) = tables.apply(entry.log_id.index, cmd);
+                            all_events.extend(events);
+                            res.push(r);
                         }
-                        results.push(res);
+                        if !all_events.is_empty() {
+                            batches.push(Arc::new(Applied { index: entry.log_id.index, events: all_events }));
+                        }
+                        results.push(BatchResult(res));
                     }
                 }
             }

@@ -435,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn v2_enables_controllers_and_writes_limits_into_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        touch(&r.join("cgroup.controllers"), "cpu io memory pids");
+        touch(&r.join("cgroup.subtree_control"), "");
+        // cgroupfs makes these files itself; a plain directory needs them made.
+        touch(&r.join("shoal/cgroup.subtree_control"), "");
+        touch(&r.join("shoal/t1/memory.max"), "");
+        touch(&r.join("shoal/t1/cpu.max"), "");
+        let limits = ResourceLimits {
+            nano_cpus: 1_500_000_000,
+            memory_bytes: 1 << 26,
+        };
+        let (cgroup, warnings) = TaskCgroup::create(&CgroupLayout::detect_at(r), "t1", &limits);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cgroup.unwrap().dirs, vec![r.join("shoal/t1")]);
+        let read = |p: &str| fs::read_to_string(r.join(p)).unwrap();
+        assert_eq!(read("shoal/t1/memory.max"), "67108864");
+        assert_eq!(read("shoal/t1/cpu.max"), "150000 100000");
+        // Plain files are overwritten in place, not parsed as cgroupfs does:
+        // all that shows is that the controllers were enabled at both levels.
+        assert!(read("cgroup.subtree_control").starts_with("+cpu"));
+        assert!(read("shoal/cgroup.subtree_control").starts_with("+cpu"));
+    }
+
+    #[test]
     fn cpu_limits_become_cfs_quotas() {
         assert_eq!(cpu_quota_us(1_000_000_000), 100_000);
         assert_eq!(cpu_quota_us(500_000_000), 50_000);

@@ -271,4 +271,22 @@ mod tests {
         let last = fs::read(&base).unwrap();
         assert!(last.ends_with(b" stdout line 99\n"));
     }
+
+    #[test]
+    fn a_single_log_file_starts_over_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("log");
+        let config = LogConfig {
+            max_size: 200,
+            max_files: 1,
+        };
+        let mut writer = LogWriter::open(base.clone(), config).unwrap();
+        for i in 0..20 {
+            writer
+                .write_line(OutputStream::Stderr, format!("line {i}").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(fs::metadata(&base).unwrap().len() <= 200);
+    }
 }

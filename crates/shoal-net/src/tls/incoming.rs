@@ -133,7 +133,7 @@ impl AsyncWrite for TlsConn {
 /// task (a slow client cannot hold up others); yields the connections whose
 /// handshake succeeded. Failed handshakes are dropped with a debug log.
 ///
-/// ```ignore
+/// ```text
 /// tonic::transport::Server::builder()
 ///     .add_service(svc)
 ///     .serve_with_incoming(TlsIncoming::new(listener, server_config))

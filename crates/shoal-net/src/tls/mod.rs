@@ -150,6 +150,16 @@ pub fn client_config_with_cert(
     Ok(build_client_config(provider, Arc::new(verifier), cert))
 }
 
+/// Client configuration for node-to-node calls to any node (manager or
+/// worker): the server must chain to `root_ca_pem`; its role is not checked.
+pub fn peer_client_config(
+    root_ca_pem: &str,
+    cert: Option<Arc<ReloadableCert>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = NodeServerVerifier::new(root_store(root_ca_pem)?, None);
+    Ok(build_client_config(provider(), Arc::new(verifier), cert))
+}
+
 /// Client configuration for a joining node's first contact: trusts only a
 /// server whose presented chain contains the root CA with SHA-256
 /// `ca_digest_hex` (from the join token), whose leaf chains to that root and

@@ -2,16 +2,23 @@
 //! shim per task and then only reads and signals: the shim is the task's
 //! parent, so the executor learns of an exit through `exit.json`.
 
+mod adopt;
+mod files;
+
+pub use adopt::{AdoptedState, AdoptedTask};
+
 use crate::process::cgroup::{self, CgroupLayout};
 use crate::process::error::ExecError;
 use crate::process::logfile::LogLine;
 use crate::process::logs::{self, LogOptions};
-use crate::process::procfs;
 use crate::process::spec::{validate_task_id, ProcessTaskSpec};
 use crate::process::status::ExitStatus;
-use crate::process::taskdir::{read_json, read_pid, write_json_atomic, StartRecord, TaskDir};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::process::taskdir::{read_pid, write_json_atomic, StartRecord, TaskDir};
+use files::{
+    abandon_start, blocking, read_exit, read_spec, read_start, shim_alive, shim_log_tail,
+    signal_group,
+};
+use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
@@ -50,22 +57,6 @@ impl TaskHandle {
             warnings: record.warnings,
         }
     }
-}
-
-/// A task found in the state directory by [`ProcessExecutor::list`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdoptedTask {
-    pub spec: ProcessTaskSpec,
-    pub state: AdoptedState,
-}
-
-/// Where a found task stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdoptedState {
-    /// Its shim is alive and the task has not exited.
-    Running(TaskHandle),
-    /// The task has ended (perhaps while no agent was watching).
-    Exited(ExitStatus),
 }
 
 /// Runs tasks as plain processes, each supervised by its own shim.
@@ -129,30 +120,52 @@ impl ProcessExecutor {
 
     /// Starts the task and returns once its process runs. A task that
     /// cannot start (unknown command, bad directory or user) gives
-    /// `StartFailed` with the reason; its directory stays (with `exit.json`)
-    /// until [`remove`](Self::remove).
+    /// `StartFailed` with the reason, which is also recorded as its exit
+    /// status; its directory stays until [`remove`](Self::remove).
     pub async fn start(&self, spec: ProcessTaskSpec) -> Result<TaskHandle, ExecError> {
         spec.validate().map_err(ExecError::InvalidSpec)?;
         if self.inner.shim_cmd.is_empty() {
             return Err(ExecError::StartFailed("no shim command configured".into()));
         }
         let task_id = spec.task_id.clone();
-        let _starting = StartingGuard::new(&self.inner, &task_id);
+        let Some(_starting) = StartingGuard::claim(&self.inner, &task_id) else {
+            return Err(ExecError::AlreadyExists(task_id));
+        };
+        let dir = self.create_task_dir(&spec).await?;
+        match self.launch_and_await_start(&dir, &task_id).await {
+            Ok(handle) => Ok(handle),
+            Err(ExecError::StartFailed(message)) => {
+                abandon_start(&dir, &message).await;
+                Err(ExecError::StartFailed(message))
+            }
+            Err(e) => {
+                abandon_start(&dir, &e.to_string()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims `<state_root>/<task_id>` (failing if it exists) and writes
+    /// `spec.json` into it.
+    async fn create_task_dir(&self, spec: &ProcessTaskSpec) -> Result<TaskDir, ExecError> {
         let root = &self.inner.state_root;
         tokio::fs::create_dir_all(root)
             .await
             .map_err(|e| ExecError::io(format!("creating {}", root.display()), e))?;
-        let requested = root.join(&task_id);
-        match tokio::fs::create_dir(&requested).await {
+        let requested = root.join(&spec.task_id);
+        // Owner only: spec.json holds the task's environment, secrets included.
+        match tokio::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&requested)
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(ExecError::AlreadyExists(task_id));
+                return Err(ExecError::AlreadyExists(spec.task_id.clone()));
             }
             Err(e) => {
-                return Err(ExecError::io(
-                    format!("creating {}", requested.display()),
-                    e,
-                ))
+                let context = format!("creating {}", requested.display());
+                return Err(ExecError::io(context, e));
             }
         }
         // The shim gets the canonical path: it is how a live shim is recognised.
@@ -161,36 +174,44 @@ impl ProcessExecutor {
             .map_err(|e| ExecError::io(format!("resolving {}", requested.display()), e))?;
         let dir = TaskDir::new(path);
         let spec_path = dir.spec();
-        let spec_for_write = spec.clone();
-        blocking(move || write_json_atomic(&spec_path, &spec_for_write))
+        let spec = spec.clone();
+        blocking(move || write_json_atomic(&spec_path, &spec))
             .await
             .map_err(|e| ExecError::io("writing spec.json", e))?;
+        Ok(dir)
+    }
 
-        self.launch_shim(&dir).await?;
+    async fn launch_and_await_start(
+        &self,
+        dir: &TaskDir,
+        task_id: &str,
+    ) -> Result<TaskHandle, ExecError> {
+        self.launch_shim(dir).await?;
         let started = Instant::now();
         loop {
-            if let Some(status) = read_exit(&dir).await? {
-                if let Some(error) = status.error {
-                    return Err(ExecError::StartFailed(error));
-                }
+            if let Some(ExitStatus {
+                error: Some(error), ..
+            }) = read_exit(dir).await?
+            {
+                return Err(ExecError::StartFailed(error));
             }
             if tokio::fs::try_exists(dir.pid()).await.unwrap_or(false) {
-                let record = read_start(&dir).await?.ok_or_else(|| {
-                    ExecError::StartFailed("shim wrote pid but no start.json".into())
+                let record = read_start(dir).await?.ok_or_else(|| {
+                    ExecError::StartFailed("task shim wrote pid but no start.json".into())
                 })?;
-                return Ok(TaskHandle::from_record(&task_id, record));
+                return Ok(TaskHandle::from_record(task_id, record));
             }
             let shim_seen = read_pid(&dir.shim_pid()).ok().flatten().is_some();
-            if shim_seen && !shim_alive(&dir) && read_exit(&dir).await?.is_none() {
+            if shim_seen && !shim_alive(dir) && read_exit(dir).await?.is_none() {
                 return Err(ExecError::StartFailed(format!(
                     "task shim exited before starting the task: {}",
-                    shim_log_tail(&dir).await
+                    shim_log_tail(dir).await
                 )));
             }
             if started.elapsed() > START_TIMEOUT {
                 return Err(ExecError::StartFailed(format!(
                     "task shim did not start the task within {START_TIMEOUT:?}: {}",
-                    shim_log_tail(&dir).await
+                    shim_log_tail(dir).await
                 )));
             }
             tokio::time::sleep(POLL / 2).await;
@@ -338,105 +359,6 @@ impl ProcessExecutor {
         }
     }
 
-    /// Every task in the state directory, sorted by task ID. Meant for the
-    /// agent after a restart: running tasks are re-adopted as they are (the
-    /// same processes, never a second copy) and exited ones come with their
-    /// exit status. A task whose shim died without recording an exit is
-    /// killed and reported as exited with an error.
-    pub async fn list(&self) -> Result<Vec<AdoptedTask>, ExecError> {
-        let root = &self.inner.state_root;
-        let mut entries = match tokio::fs::read_dir(root).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ExecError::io(format!("reading {}", root.display()), e)),
-        };
-        let mut ids = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| ExecError::io(format!("reading {}", root.display()), e))?
-        {
-            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if validate_task_id(&id).is_ok()
-                && entry.file_type().await.is_ok_and(|t| t.is_dir())
-                && !self.is_starting(&id)
-            {
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        let mut tasks = Vec::new();
-        for id in ids {
-            let dir = self.existing_dir(&id).await?;
-            let spec = match read_spec(&dir).await {
-                Ok(spec) => spec,
-                Err(e) => {
-                    tracing::warn!(task_id = %id, error = %e, "skipping task directory");
-                    continue;
-                }
-            };
-            let state = self.adopt(&dir, &id).await?;
-            tasks.push(AdoptedTask { spec, state });
-        }
-        Ok(tasks)
-    }
-
-    async fn adopt(&self, dir: &TaskDir, task_id: &str) -> Result<AdoptedState, ExecError> {
-        if let Some(status) = read_exit(dir).await? {
-            return Ok(AdoptedState::Exited(status));
-        }
-        if let Some(record) = self.await_start_record(dir).await? {
-            if shim_alive(dir) {
-                return Ok(AdoptedState::Running(TaskHandle::from_record(
-                    task_id, record,
-                )));
-            }
-        }
-        match self.reconcile_if_lost(dir).await? {
-            Some(status) => Ok(AdoptedState::Exited(status)),
-            // The shim finished just now.
-            None => match read_exit(dir).await? {
-                Some(status) => Ok(AdoptedState::Exited(status)),
-                None => Err(ExecError::StartFailed(format!(
-                    "task {task_id}: shim alive but the task never started"
-                ))),
-            },
-        }
-    }
-
-    /// If the shim is gone without having written `exit.json`, kills what
-    /// may be left of the task and writes `exit.json` in its place.
-    async fn reconcile_if_lost(&self, dir: &TaskDir) -> Result<Option<ExitStatus>, ExecError> {
-        if shim_alive(dir) {
-            return Ok(None);
-        }
-        // Re-read after the liveness check: the shim writes exit.json, then exits.
-        if read_exit(dir).await?.is_some() {
-            return Ok(None);
-        }
-        if let Some(record) = read_start(dir).await? {
-            signal_group(&record, Signal::SIGKILL);
-        }
-        let task_id = read_spec(dir).await.map(|s| s.task_id).unwrap_or_default();
-        let status = ExitStatus::error(
-            "task shim exited without recording the task's exit; remaining processes were killed",
-        );
-        let exit_path = dir.exit();
-        let to_write = status.clone();
-        blocking(move || {
-            if !task_id.is_empty() {
-                cgroup::remove_dirs(&CgroupLayout::detect().task_dirs(&task_id));
-            }
-            write_json_atomic(&exit_path, &to_write)
-        })
-        .await
-        .map_err(|e| ExecError::io("writing exit.json", e))?;
-        tracing::warn!(dir = %dir.path().display(), "task shim lost; task marked exited");
-        Ok(Some(status))
-    }
-
     /// The task's output, as a channel of lines (see [`LogOptions`]).
     pub async fn logs(
         &self,
@@ -459,12 +381,14 @@ struct StartingGuard<'a> {
 }
 
 impl<'a> StartingGuard<'a> {
-    fn new(inner: &'a Inner, task_id: &str) -> Self {
-        lock(&inner.starting).insert(task_id.to_string());
-        StartingGuard {
-            inner,
-            task_id: task_id.to_string(),
-        }
+    /// `None` if this executor is already starting the task.
+    fn claim(inner: &'a Inner, task_id: &str) -> Option<Self> {
+        lock(&inner.starting)
+            .insert(task_id.to_string())
+            .then(|| StartingGuard {
+                inner,
+                task_id: task_id.to_string(),
+            })
     }
 }
 
@@ -476,71 +400,4 @@ impl Drop for StartingGuard<'_> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Sends `signal` to the task's process group, unless the pid no longer
-/// belongs to the task (checked by start time: pids get reused).
-fn signal_group(record: &StartRecord, signal: Signal) {
-    if !procfs::is_same_process(record.pid, record.pid_start_ticks) {
-        return;
-    }
-    if let Err(e) = kill(Pid::from_raw(-record.pid), signal) {
-        if e != nix::errno::Errno::ESRCH {
-            tracing::warn!(pid = record.pid, %signal, error = %e, "signalling task failed");
-        }
-    }
-}
-
-/// Whether the shim recorded in `shim.pid` is alive and really ours: its
-/// last argument is the canonical path of this task directory.
-fn shim_alive(dir: &TaskDir) -> bool {
-    let canonical = std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().into());
-    match read_pid(&dir.shim_pid()) {
-        Ok(Some(pid)) => procfs::is_shim_for(pid, &canonical),
-        _ => false,
-    }
-}
-
-async fn read_exit(dir: &TaskDir) -> Result<Option<ExitStatus>, ExecError> {
-    let path = dir.exit();
-    blocking(move || read_json(&path))
-        .await
-        .map_err(|e| ExecError::io("reading exit.json", e))
-}
-
-async fn read_start(dir: &TaskDir) -> Result<Option<StartRecord>, ExecError> {
-    let path = dir.start();
-    blocking(move || read_json(&path))
-        .await
-        .map_err(|e| ExecError::io("reading start.json", e))
-}
-
-async fn read_spec(dir: &TaskDir) -> Result<ProcessTaskSpec, ExecError> {
-    let path = dir.spec();
-    blocking(move || read_json(&path))
-        .await
-        .map_err(|e| ExecError::io("reading spec.json", e))?
-        .ok_or_else(|| ExecError::io("reading spec.json", io::ErrorKind::NotFound.into()))
-}
-
-/// The last lines of `shim.log`, for error messages.
-async fn shim_log_tail(dir: &TaskDir) -> String {
-    let text = tokio::fs::read_to_string(dir.shim_log())
-        .await
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join("; ");
-    if tail.is_empty() {
-        "no output".into()
-    } else {
-        tail
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
 }

@@ -1,0 +1,136 @@
+//! The agent's session with the leader's dispatcher: finds the leader among
+//! the known managers (with backoff), says Hello, heartbeats, reports task
+//! status, and hands what the dispatcher sends to the node runtime.
+
+use shoal_api::NodeDescription;
+use shoal_net::rpc::pb::cluster_client::ClusterClient;
+use shoal_net::rpc::{msg, parse, AgentMessage, DispatcherMessage, ManagerAddr, TaskStatusReport};
+use shoal_net::tls::connect_channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the session needs.
+pub struct SessionConfig {
+    /// This node's node-to-node address.
+    pub addr: String,
+    /// What this node is.
+    pub description: NodeDescription,
+    /// Managers to try (kept up to date from the dispatcher).
+    pub managers: Arc<Mutex<Vec<ManagerAddr>>>,
+    /// TLS settings presenting our node certificate.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Runs sessions until cancelled: every message from a dispatcher goes to
+/// `events`; task status reports from `status` go to the dispatcher.
+pub async fn run(
+    cfg: SessionConfig,
+    events: mpsc::Sender<DispatcherMessage>,
+    mut status: mpsc::Receiver<Vec<TaskStatusReport>>,
+    token: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut next = 0usize;
+    let mut preferred: Option<String> = None;
+    while !token.is_cancelled() {
+        let managers = cfg.managers.lock().expect("lock").clone();
+        if managers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let addr = match preferred.take() {
+            Some(a) => a,
+            None => {
+                next = (next + 1) % managers.len();
+                managers[next].addr.clone()
+            }
+        };
+        match session(&cfg, &addr, &events, &mut status, &token).await {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(SessionEnd::Redirect(leader)) => {
+                tracing::debug!(%addr, %leader, "not the leader; trying the leader");
+                preferred = Some(leader);
+                continue;
+            }
+            Err(SessionEnd::Failed(e)) => {
+                tracing::debug!(%addr, "session failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(800));
+    }
+}
+
+enum SessionEnd {
+    Redirect(String),
+    Failed(String),
+}
+
+async fn session(
+    cfg: &SessionConfig,
+    addr: &str,
+    events: &mpsc::Sender<DispatcherMessage>,
+    status: &mut mpsc::Receiver<Vec<TaskStatusReport>>,
+    token: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let channel = connect_channel(addr, cfg.tls.clone()).map_err(|e| SessionEnd::Failed(e.to_string()))?;
+    let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    out_tx
+        .send(msg(&AgentMessage::Hello { description: cfg.description.clone(), addr: cfg.addr.clone() }))
+        .await
+        .map_err(|e| SessionEnd::Failed(e.to_string()))?;
+    let resp = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+        .await
+        .map_err(|s| match s.message().strip_prefix("not the leader; leader=") {
+            Some(leader) if !leader.is_empty() => SessionEnd::Redirect(leader.to_string()),
+            _ => SessionEnd::Failed(s.message().to_string()),
+        })?;
+    let mut inbound = resp.into_inner();
+    let mut period = Duration::from_millis(500);
+    let mut beat = tokio::time::interval(period);
+    tracing::info!(manager = %addr, "session established");
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = beat.tick() => {
+                if out_tx.send(msg(&AgentMessage::Heartbeat)).await.is_err() {
+                    return Err(SessionEnd::Failed("session closed".into()));
+                }
+            }
+            Some(reports) = status.recv() => {
+                if out_tx.send(msg(&AgentMessage::Status(reports))).await.is_err() {
+                    return Err(SessionEnd::Failed("session closed".into()));
+                }
+            }
+            m = inbound.message() => match m {
+                Ok(Some(m)) => {
+                    let m: DispatcherMessage = parse(&m).map_err(|e| SessionEnd::Failed(e.to_string()))?;
+                    match &m {
+                        DispatcherMessage::Welcome { heartbeat_ms, managers } => {
+                            // Beat a little faster than the period so one late beat is not a miss.
+                            period = Duration::from_millis((*heartbeat_ms).max(50));
+                            beat = tokio::time::interval(period * 2 / 3);
+                            *cfg.managers.lock().expect("lock") = managers.clone();
+                        }
+                        DispatcherMessage::Managers(managers) => {
+                            *cfg.managers.lock().expect("lock") = managers.clone();
+                        }
+                        _ => {}
+                    }
+                    if events.send(m).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err(SessionEnd::Failed("the dispatcher closed the session".into())),
+                Err(s) => return Err(SessionEnd::Failed(s.to_string())),
+            },
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! API errors: a status code and Docker's `{"message": …}` body.
+
+use crate::proposer::WriteError;
+use crate::writes::WriteFailure;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shoal_store::StoreError;
+
+/// An error answered as `{"message": …}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 503: what a worker answers to cluster-management calls.
+    pub fn not_a_manager() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. \
+             Please run this command on a manager node or promote the current node to a manager.",
+        )
+    }
+
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(serde_json::json!({ "message": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match &e {
+            StoreError::NotFound(..) => StatusCode::NOT_FOUND,
+            StoreError::Exists(..) | StoreError::NameConflict(..) => StatusCode::CONFLICT,
+            StoreError::OutOfSequence => StatusCode::CONFLICT,
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        let message = match &e {
+            StoreError::NameConflict(..) | StoreError::Exists(..) => {
+                format!("rpc error: code = AlreadyExists desc = {e}")
+            }
+            StoreError::OutOfSequence => "rpc error: code = Unknown desc = update out of sequence".to_string(),
+            _ => e.to_string(),
+        };
+        ApiError::new(status, message)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<WriteFailure> for ApiError {
+    fn from(e: WriteFailure) -> ApiError {
+        match e {
+            WriteFailure::Refused(s) => s.into(),
+            WriteFailure::Write(w) => w.into(),
+        }
+    }
+}
+
+/// Parses a JSON body; a malformed one is a 400 with serde's explanation.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("request body is empty: a JSON object is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Parses a `?version=N` query value.
+pub fn version_param(v: Option<&String>) -> Result<u64, ApiError> {
+    match v {
+        None => Err(ApiError::bad_request("the version query parameter is required")),
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid version {s:?}: expected a number"))),
+    }
+}
+
+/// Parses a boolean query value as Docker does (1/true/…).
+pub fn bool_param(v: Option<&String>) -> bool {
+    matches!(v.map(|s| s.to_ascii_lowercase()).as_deref(), Some("1" | "true" | "yes"))
+}

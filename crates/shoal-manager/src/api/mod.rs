@@ -1,0 +1,159 @@
+//! The control API: HTTP/JSON in the Docker Engine API's paths and shapes,
+//! served on a unix socket by every node (workers answer only the system
+//! endpoints). The `shoal` CLI and the stock `docker` CLI both use it.
+
+mod error;
+mod nodes;
+mod swarm;
+mod system;
+
+pub use error::ApiError;
+
+use crate::Manager;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// The API version shoal speaks (the docker CLI then uses exactly the
+/// request shapes recorded in docker-cli-swarm-api.md).
+pub const API_VERSION: &str = "1.41";
+/// The oldest API version accepted.
+pub const MIN_API_VERSION: &str = "1.24";
+/// Version string reported as the engine version.
+pub const SHOAL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Node-level actions the API can ask of the running daemon.
+pub trait NodeControl: Send + Sync {
+    /// Leaves the cluster (the daemon then stops).
+    fn leave(&self, force: bool) -> Result<(), ApiError>;
+}
+
+/// What this node is, for `/info`.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    /// Node ID.
+    pub node_id: String,
+    /// Node-to-node address.
+    pub addr: String,
+    /// Host name.
+    pub hostname: String,
+    /// Number of CPUs.
+    pub ncpu: i64,
+    /// Memory bytes.
+    pub mem_total: i64,
+    /// Managers known to this node (for workers' `/info`).
+    pub managers: Vec<shoal_net::rpc::ManagerAddr>,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The manager, on managers.
+    pub manager: Option<Arc<Manager>>,
+    /// This node.
+    pub local: LocalNode,
+    /// Daemon-level actions.
+    pub control: Arc<dyn NodeControl>,
+}
+
+impl ApiState {
+    /// The manager, or the error Docker gives on a worker.
+    pub fn manager(&self) -> Result<&Arc<Manager>, ApiError> {
+        self.manager.as_ref().ok_or_else(ApiError::not_a_manager)
+    }
+}
+
+/// The router (paths without the `/v1.NN` prefix).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
+        .route("/nodes/{id}/update", post(nodes::update))
+        .route("/swarm", get(swarm::inspect))
+        .route("/swarm/update", post(swarm::update))
+        .route("/swarm/leave", post(swarm::leave))
+        .route("/__shoal/bad-version/{v}", get(system::bad_version).post(system::bad_version).delete(system::bad_version))
+        .fallback(system::not_found)
+        .with_state(state)
+}
+
+/// Strips Docker's optional `/v1.NN` prefix before routing; an unsupported
+/// version is routed to an error handler.
+pub fn strip_version(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some((ver, tail)) = rest.split_once('/') {
+            if ver.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+                let ok = version_supported(ver);
+                let new_path = if ok { format!("/{tail}") } else { format!("/__shoal/bad-version/{ver}") };
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                if let Ok(uri) = pq.parse::<Uri>() {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+    req
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn version_supported(v: &str) -> bool {
+    match (parse_version(v), parse_version(API_VERSION), parse_version(MIN_API_VERSION)) {
+        (Some(v), Some(max), Some(min)) => v >= min && v <= max,
+        _ => false,
+    }
+}
+
+/// Adds the headers every Docker daemon response carries.
+pub fn add_headers(mut resp: Response<Body>) -> Response<Body> {
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Server", HeaderValue::from_static(concat!("shoal/", env!("CARGO_PKG_VERSION"), " (linux)")));
+    resp
+}
+
+/// Serves the API on a unix socket until `shutdown` completes.
+pub async fn serve_unix(
+    path: &std::path::Path,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    serve(listener, state, shutdown).await
+}
+
+/// Serves the API on any axum listener.
+pub async fn serve<L>(listener: L, state: ApiState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    use tower::Layer;
+    let app = router(state);
+    let app = tower::util::MapResponseLayer::new(add_headers).layer(app);
+    let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! gRPC services a manager serves to other nodes: Raft, and the cluster
+//! service (join, certificate renewal, forwarded writes, agent sessions).
+//! Every call checks the caller's certificate identity.
+
+use crate::ca;
+use crate::dispatcher::Dispatcher;
+use crate::proposer::Proposer;
+use futures::Stream;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
+use shoal_api::NodeRole;
+use shoal_net::pki::{NodeIdentity, Role};
+use shoal_net::rpc::pb::cluster_server::Cluster;
+use shoal_net::rpc::pb::raft_server;
+use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest};
+use shoal_net::tls::PeerInfo;
+use shoal_store::{Batch, Raft, Shared, SnapshotMeta, TypeConfig, Vote};
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// What the manager's gRPC services share.
+#[derive(Clone)]
+pub struct Services {
+    /// This manager's Raft instance.
+    pub raft: Raft,
+    /// The replicated state.
+    pub store: Arc<Shared>,
+    /// The write path.
+    pub proposer: Proposer,
+    /// Agent sessions.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Our cluster's ID.
+    pub cluster_id: String,
+}
+
+/// The verified identity of the caller, which must belong to this cluster.
+pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<NodeIdentity, Status> {
+    let id = req
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.identity.clone())
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    if id.cluster_id != cluster_id {
+        return Err(Status::permission_denied("the certificate belongs to another cluster"));
+    }
+    Ok(id)
+}
+
+impl Services {
+    /// The caller must hold a manager certificate and, when this manager
+    /// knows the cluster, still be a manager in it (demoted or removed
+    /// managers' certificates open nothing).
+    fn require_manager<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
+        let id = caller(req, &self.cluster_id)?;
+        if id.role != Role::Manager {
+            return Err(Status::permission_denied("only managers may call this"));
+        }
+        let verdict = self.store.view(|t| {
+            if t.cluster.is_none() {
+                return Ok(());
+            }
+            match t.nodes.get(&id.node_id) {
+                Some(n) if n.spec.role == NodeRole::Manager => Ok(()),
+                Some(_) => Err("the node was demoted"),
+                None => Err("the node is not part of the cluster"),
+            }
+        });
+        verdict.map_err(Status::permission_denied)?;
+        Ok(id)
+    }
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Msg>, Status> {
+    Ok(Response::new(msg(v)))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for Services {
+    async fn append_entries(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.require_manager(&req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.require_manager(&req)?;
+        let rpc: VoteRequest<u64> = parse(req.get_ref())?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.require_manager(&req)?;
+        let (vote, meta): (Vote, SnapshotMeta) = parse(req.get_ref())?;
+        let data = req.into_inner().data;
+        let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+}
+
+type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Cluster for Services {
+    async fn join(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        let join: JoinRequest = parse(req.get_ref())?;
+        let mut join = join;
+        // A node that advertises an unspecified address is reached where it called from.
+        if let Some(peer) = req.extensions().get::<PeerInfo>() {
+            if let Ok(sa) = join.addr.parse::<std::net::SocketAddr>() {
+                if sa.ip().is_unspecified() {
+                    join.addr = std::net::SocketAddr::new(peer.remote_addr.ip(), sa.port()).to_string();
+                }
+            }
+        }
+        reply(&ca::join(&self.store, &self.proposer, join).await?)
+    }
+
+    async fn renew_cert(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        let id = caller(&req, &self.cluster_id)?;
+        let r: RenewRequest = parse(req.get_ref())?;
+        reply(&ca::renew(&self.store, &self.proposer, &id.node_id, &r.csr_pem).await?)
+    }
+
+    async fn propose(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.require_manager(&req)?;
+        let batch: Batch = parse(req.get_ref())?;
+        match self.raft.client_write(batch).await {
+            Ok(resp) => reply(&resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition("not the leader"))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn leader_op(&self, _req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        Err(Status::unimplemented("no leader operations are defined"))
+    }
+
+    type SessionStream = MsgStream;
+
+    async fn session(&self, req: Request<Streaming<Msg>>) -> Result<Response<MsgStream>, Status> {
+        let id = caller(&req, &self.cluster_id)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the session ended before its first message"))?;
+        let (description, addr) = match parse::<AgentMessage>(&first)? {
+            AgentMessage::Hello { description, addr } => (description, addr),
+            _ => return Err(Status::invalid_argument("a session starts with Hello")),
+        };
+        let node_id = id.node_id.clone();
+        let (session, mut rx) = self.dispatcher.open_session(&node_id, description, addr).await?;
+        let dispatcher = self.dispatcher.clone();
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => if out_tx.send(Ok(msg(&m))).await.is_err() { break },
+                        None => break,
+                    },
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => match parse::<AgentMessage>(&m) {
+                            Ok(AgentMessage::Heartbeat) => dispatcher.heartbeat(&node_id),
+                            Ok(AgentMessage::Status(reports)) => {
+                                dispatcher.heartbeat(&node_id);
+                                dispatcher.report_status(&node_id, reports).await;
+                            }
+                            Ok(AgentMessage::Hello { .. }) => {}
+                            Err(e) => { let _ = out_tx.send(Err(e)).await; break; }
+                        },
+                        _ => break,
+                    },
+                }
+            }
+            dispatcher.close_session(&node_id, session);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
+    }
+}

@@ -1,0 +1,227 @@
+//! A manager: Raft instance, store, write path, dispatcher and the
+//! leader-only components that start when it leads and stop when it doesn't.
+
+use crate::dispatcher::Dispatcher;
+use crate::grpc::Services;
+use crate::peers::Peers;
+use crate::proposer::Proposer;
+use crate::raft_net::Network;
+use crate::{membership, writes};
+use openraft::storage::RaftLogStorage;
+use openraft::{EntryPayload, LeaderId, LogId, Membership, ServerState};
+use shoal_api::{Node, Timestamp};
+use shoal_store::{ClusterRecord, Entry, Expect, Member, Object, Raft, Shared, Vote};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a manager starts.
+pub enum Bootstrap {
+    /// An existing member (restart, or a manager that joined).
+    Member,
+    /// The first manager of a new cluster: initialise Raft with itself and
+    /// write the cluster object and its own node.
+    Init(Box<(ClusterRecord, Node)>),
+    /// Quorum-loss recovery: keep every object, make this the only voter.
+    ForceNewCluster,
+}
+
+/// What a manager needs to start.
+pub struct ManagerConfig {
+    /// Directory of the Raft log, vote and snapshots.
+    pub raft_dir: PathBuf,
+    /// This node's ID.
+    pub node_id: String,
+    /// This manager's Raft id.
+    pub raft_id: u64,
+    /// Cluster ID.
+    pub cluster_id: String,
+    /// Node-to-node address others reach us at.
+    pub addr: String,
+    /// TLS client settings for reaching peers (our certificate).
+    pub peers: Arc<Peers>,
+}
+
+/// A running manager.
+pub struct Manager {
+    /// Raft.
+    pub raft: Raft,
+    /// Replicated state.
+    pub store: Arc<Shared>,
+    /// Write path.
+    pub proposer: Proposer,
+    /// Agent sessions (active while leading).
+    pub dispatcher: Arc<Dispatcher>,
+    /// This node's ID.
+    pub node_id: String,
+    /// Cluster ID.
+    pub cluster_id: String,
+    token: CancellationToken,
+}
+
+impl Manager {
+    /// Opens the store, starts Raft and the leadership watcher.
+    pub async fn start(cfg: ManagerConfig, bootstrap: Bootstrap) -> anyhow::Result<Arc<Manager>> {
+        let (mut log, sm) = shoal_store::open(&cfg.raft_dir)?;
+        let me = Member { addr: cfg.addr.clone(), node_id: cfg.node_id.clone() };
+        if matches!(bootstrap, Bootstrap::ForceNewCluster) {
+            force_single_voter(&mut log, cfg.raft_id, me.clone()).await?;
+        }
+        let store = sm.shared();
+        let config = Arc::new(shoal_store::raft_config(&cfg.cluster_id)?);
+        let raft = Raft::new(cfg.raft_id, config, Network::new(cfg.peers.clone()), log, sm).await?;
+        let proposer = Proposer::start(raft.clone(), cfg.peers.clone());
+        let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
+        let token = CancellationToken::new();
+        let manager = Arc::new(Manager {
+            raft: raft.clone(),
+            store,
+            proposer,
+            dispatcher,
+            node_id: cfg.node_id.clone(),
+            cluster_id: cfg.cluster_id.clone(),
+            token: token.clone(),
+        });
+        match bootstrap {
+            Bootstrap::Init(b) => {
+                let (cluster, node) = *b;
+                raft.initialize(BTreeMap::from([(cfg.raft_id, me)])).await?;
+                manager.wait_leader(Duration::from_secs(10)).await?;
+                writes::commit(
+                    &manager.proposer,
+                    vec![
+                        shoal_store::Op::Put { object: Object::Cluster(cluster), expect: Expect::Absent },
+                        shoal_store::Op::Put { object: Object::Node(node), expect: Expect::Absent },
+                    ],
+                )
+                .await?;
+            }
+            Bootstrap::ForceNewCluster => {
+                manager.wait_leader(Duration::from_secs(10)).await?;
+                manager.forget_other_managers().await?;
+            }
+            Bootstrap::Member => {}
+        }
+        tokio::spawn(watch_leadership(manager.clone(), token));
+        Ok(manager)
+    }
+
+    /// The gRPC services of this manager.
+    pub fn services(&self) -> Services {
+        Services {
+            raft: self.raft.clone(),
+            store: self.store.clone(),
+            proposer: self.proposer.clone(),
+            dispatcher: self.dispatcher.clone(),
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
+
+    /// Whether this manager is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(m.id) && m.state == ServerState::Leader
+    }
+
+    /// The leader's node ID, if known.
+    pub fn leader_node_id(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let l = m.current_leader?;
+        m.membership_config.membership().get_node(&l).map(|n| n.node_id.clone())
+    }
+
+    /// Waits until this manager leads.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.raft
+            .wait(Some(timeout))
+            .state(ServerState::Leader, "become leader")
+            .await
+            .map_err(|e| anyhow::anyhow!("did not become leader: {e}"))?;
+        Ok(())
+    }
+
+    /// After `--force-new-cluster`: the other managers are no longer Raft
+    /// members; clear their Raft ids so they rejoin as new members.
+    async fn forget_other_managers(&self) -> anyhow::Result<()> {
+        let others: Vec<Node> = self.store.view(|t| {
+            t.nodes
+                .iter()
+                .filter(|n| n.id != self.node_id && n.raft_id != 0)
+                .map(|n| (**n).clone())
+                .collect()
+        });
+        for mut n in others {
+            let v = n.version.index;
+            n.raft_id = 0;
+            n.updated_at = Timestamp::now();
+            writes::commit_one(&self.proposer, Object::Node(n), Expect::Version(v)).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops Raft and the leader components.
+    pub async fn shutdown(&self) {
+        self.token.cancel();
+        self.dispatcher.deactivate();
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Starts and stops the leader-only components as leadership comes and goes.
+async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
+    let mut metrics = m.raft.metrics();
+    let mut leading: Option<CancellationToken> = None;
+    loop {
+        let is_leader = m.is_leader();
+        {
+            let mm = m.raft.metrics().borrow().clone();
+            let addr = mm
+                .current_leader
+                .and_then(|l| mm.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            *m.dispatcher.leader_addr.lock().expect("lock") = addr;
+        }
+        match (is_leader, leading.is_some()) {
+            (true, false) => {
+                tracing::info!(node = %m.node_id, "became leader: starting dispatcher and orchestration");
+                let t = token.child_token();
+                m.dispatcher.activate();
+                tokio::spawn(membership::run(m.raft.clone(), m.store.clone(), t.clone()));
+                leading = Some(t);
+            }
+            (false, true) => {
+                tracing::info!(node = %m.node_id, "lost leadership: stopping leader components");
+                if let Some(t) = leading.take() {
+                    t.cancel();
+                }
+                m.dispatcher.deactivate();
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = token.cancelled() => {
+                if let Some(t) = leading.take() { t.cancel(); }
+                return;
+            }
+            r = metrics.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Appends a membership entry making `me` the only voter, under a new term
+/// with a committed vote for itself, so Raft restarts as a one-manager
+/// cluster that still holds every committed object (`--force-new-cluster`).
+async fn force_single_voter(log: &mut shoal_store::LogStore, raft_id: u64, me: Member) -> anyhow::Result<()> {
+    let state = log.get_log_state().await?;
+    let vote: Option<Vote> = log.read_vote().await?;
+    let last = state.last_log_id;
+    let term = vote.map(|v| v.leader_id().term).unwrap_or(0).max(last.map(|l| l.leader_id.term).unwrap_or(0)) + 1;
+    let index = last.map(|l| l.index + 1).unwrap_or(0);
+    let membership = Membership::new(vec![BTreeSet::from([raft_id])], BTreeMap::from([(raft_id, me)]));
+    let entry = Entry { log_id: LogId::new(LeaderId::new(term, raft_id), index), payload: EntryPayload::Membership(membership) };
+    log.save_vote(&Vote::new_committed(term, raft_id)).await?;
+    log.append_direct(vec![entry])?;
+    tracing::warn!(term, index, "forced a new one-manager cluster from the existing state");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! A minimal HTTP/1.1 client for the control API over a unix socket or TCP.
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+/// Where the API is.
+#[derive(Debug, Clone)]
+pub enum Host {
+    /// `unix:///path`.
+    Unix(PathBuf),
+    /// `tcp://host:port`.
+    Tcp(String),
+}
+
+impl Host {
+    /// Parses `-H` / `SHOAL_HOST`.
+    pub fn parse(s: &str) -> anyhow::Result<Host> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            if p.is_empty() {
+                bail!("invalid host {s:?}: expected unix:///path/to/socket");
+            }
+            Ok(Host::Unix(PathBuf::from(p)))
+        } else if let Some(a) = s.strip_prefix("tcp://") {
+            if !a.contains(':') {
+                bail!("invalid host {s:?}: expected tcp://HOST:PORT");
+            }
+            Ok(Host::Tcp(a.to_string()))
+        } else {
+            bail!("invalid host {s:?}: expected unix:///PATH or tcp://HOST:PORT")
+        }
+    }
+}
+
+/// An API response.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The body as JSON, or the daemon's error message.
+    pub fn json<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        self.ok()?;
+        serde_json::from_slice(&self.body).context("the daemon sent malformed JSON")
+    }
+
+    /// Fails with the daemon's `{"message"}` for non-2xx statuses.
+    pub fn ok(&self) -> anyhow::Result<()> {
+        if (200..300).contains(&self.status) {
+            return Ok(());
+        }
+        let msg = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).to_string());
+        bail!("Error response from daemon: {msg}")
+    }
+}
+
+/// Control API client.
+pub struct Client {
+    host: Host,
+}
+
+impl Client {
+    /// A client for `host`.
+    pub fn new(host: Host) -> Client {
+        Client { host }
+    }
+
+    /// Sends a request; `body` is JSON if given.
+    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<Response> {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/v1.41{path}"))
+            .header("Host", "shoal")
+            .header("User-Agent", concat!("shoal-cli/", env!("CARGO_PKG_VERSION")));
+        if !bytes.is_empty() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(bytes)))?;
+        let resp = match &self.host {
+            Host::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p).await.with_context(|| {
+                    format!("Cannot connect to the shoal daemon at unix://{}. Is the daemon running?", p.display())
+                })?;
+                send(stream, req).await?
+            }
+            Host::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a)
+                    .await
+                    .with_context(|| format!("Cannot connect to the shoal daemon at tcp://{a}. Is the daemon running?"))?;
+                send(stream, req).await?
+            }
+        };
+        Ok(resp)
+    }
+
+    /// GET and decode JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call("GET", path, None).await?.json()
+    }
+}
+
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<Response>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await.context("the daemon closed the connection")?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Response { status, body })
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

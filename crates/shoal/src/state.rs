@@ -1,0 +1,151 @@
+//! A node's data directory: who it is (`node.json`) and its certificates.
+//!
+//! ```text
+//! DIR/node.json        node ID, role, cluster ID, addresses, Raft id
+//! DIR/certs/ca.pem     the cluster's root CA certificate
+//! DIR/certs/node.pem   this node's certificate;  DIR/certs/node.key its key
+//! DIR/raft/            managers: Raft log, vote and snapshots
+//! DIR/tasks/           the agent's task state and logs
+//! ```
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use shoal_api::NodeRole;
+use shoal_net::rpc::ManagerAddr;
+use std::path::{Path, PathBuf};
+
+/// Contents of `node.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node ID.
+    pub node_id: String,
+    /// Current role.
+    pub role: NodeRole,
+    /// Cluster ID.
+    pub cluster_id: String,
+    /// Address to listen on for node-to-node traffic.
+    pub listen_addr: String,
+    /// Address other nodes reach us at.
+    pub advertise_addr: String,
+    /// Control API socket.
+    pub api_socket: PathBuf,
+    /// Raft member id (managers).
+    pub raft_id: u64,
+    /// Managers known at the last contact.
+    pub managers: Vec<ManagerAddr>,
+    /// Agent heartbeat/dispatcher settings are cluster-wide; nothing else here.
+    #[serde(default)]
+    pub hostname_override: Option<String>,
+}
+
+/// The files of a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// The directory.
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// A data dir at `root`.
+    pub fn new(root: &Path) -> DataDir {
+        DataDir { root: root.to_path_buf() }
+    }
+
+    fn node_json(&self) -> PathBuf {
+        self.root.join("node.json")
+    }
+
+    /// Where the Raft files are.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+
+    /// Whether the directory already holds a node.
+    pub fn exists(&self) -> bool {
+        self.node_json().exists()
+    }
+
+    /// Refuses to reuse a directory that belongs to a cluster.
+    pub fn ensure_unused(&self) -> anyhow::Result<()> {
+        if let Ok(s) = self.load() {
+            bail!(
+                "the data dir {} already belongs to cluster {} (node {}); restart it with `shoal daemon --data-dir {}` or use an empty directory",
+                self.root.display(),
+                s.cluster_id,
+                s.node_id,
+                self.root.display()
+            );
+        }
+        if self.exists() {
+            bail!("the data dir {} holds an unreadable node.json; use an empty directory", self.root.display());
+        }
+        Ok(())
+    }
+
+    /// Reads `node.json`.
+    pub fn load(&self) -> anyhow::Result<NodeState> {
+        let bytes = std::fs::read(self.node_json())
+            .with_context(|| format!("{} is not a shoal data dir (no node.json); use `shoal init` or `shoal join`", self.root.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", self.node_json().display()))
+    }
+
+    /// Writes `node.json` atomically.
+    pub fn save(&self, s: &NodeState) -> anyhow::Result<()> {
+        write_atomic(&self.node_json(), &serde_json::to_vec_pretty(s)?)
+    }
+
+    /// Reads (ca, cert, key) PEMs.
+    pub fn load_certs(&self) -> anyhow::Result<(String, String, String)> {
+        let read = |n: &str| {
+            std::fs::read_to_string(self.certs().join(n)).with_context(|| format!("reading {}", self.certs().join(n).display()))
+        };
+        Ok((read("ca.pem")?, read("node.pem")?, read("node.key")?))
+    }
+
+    /// Writes the CA, node certificate and key.
+    pub fn save_certs(&self, ca: &str, cert: &str, key: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.certs())?;
+        write_atomic(&self.certs().join("ca.pem"), ca.as_bytes())?;
+        write_atomic(&self.certs().join("node.pem"), cert.as_bytes())?;
+        write_atomic(&self.certs().join("node.key"), key.as_bytes())?;
+        set_private(&self.certs().join("node.key"));
+        Ok(())
+    }
+
+    /// Removes everything that makes this directory a node.
+    pub fn wipe(&self) -> anyhow::Result<()> {
+        for p in [self.node_json(), self.certs(), self.raft_dir()] {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else if p.exists() {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_private(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+}
+
+/// Writes a file via a temporary file, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
