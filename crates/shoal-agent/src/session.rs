@@ -78,20 +78,26 @@ async fn session(
     status: &mut mpsc::Receiver<Vec<TaskStatusReport>>,
     token: &CancellationToken,
 ) -> Result<(), SessionEnd> {
-    let channel = connect_channel(addr, cfg.tls.clone()).map_err(|e| SessionEnd::Failed(e.to_string()))?;
+    let channel =
+        connect_channel(addr, cfg.tls.clone()).map_err(|e| SessionEnd::Failed(e.to_string()))?;
     let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let (out_tx, out_rx) = mpsc::channel(64);
     out_tx
-        .send(msg(&AgentMessage::Hello { description: cfg.description.clone(), addr: cfg.addr.clone() }))
+        .send(msg(&AgentMessage::Hello {
+            description: cfg.description.clone(),
+            addr: cfg.addr.clone(),
+        }))
         .await
         .map_err(|e| SessionEnd::Failed(e.to_string()))?;
     let resp = client
         .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
         .await
-        .map_err(|s| match s.message().strip_prefix("not the leader; leader=") {
-            Some(leader) if !leader.is_empty() => SessionEnd::Redirect(leader.to_string()),
-            _ => SessionEnd::Failed(s.message().to_string()),
-        })?;
+        .map_err(
+            |s| match s.message().strip_prefix("not the leader; leader=") {
+                Some(leader) if !leader.is_empty() => SessionEnd::Redirect(leader.to_string()),
+                _ => SessionEnd::Failed(s.message().to_string()),
+            },
+        )?;
     let mut inbound = resp.into_inner();
     let mut period = Duration::from_millis(500);
     let mut beat = tokio::time::interval(period);

@@ -1,6 +1,6 @@
 //! The cluster object (`GET /swarm` shape) and its settings.
 
-use crate::{Labels, TlsInfo, Timestamp, Version};
+use crate::{Labels, Timestamp, TlsInfo, Version};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -122,7 +122,11 @@ impl ClusterSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrchestrationConfig {
     /// Old tasks kept per slot.
-    #[serde(rename = "TaskHistoryRetentionLimit", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TaskHistoryRetentionLimit",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_history_retention_limit: Option<i64>,
 }
 
@@ -162,7 +166,11 @@ impl Default for RaftConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DispatcherConfig {
     /// Agent heartbeat period in nanoseconds.
-    #[serde(rename = "HeartbeatPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HeartbeatPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub heartbeat_period: Option<i64>,
 }
 
@@ -170,10 +178,18 @@ pub struct DispatcherConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaConfig {
     /// Node certificate validity in nanoseconds.
-    #[serde(rename = "NodeCertExpiry", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NodeCertExpiry",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_cert_expiry: Option<i64>,
     /// External CAs (not supported; kept for round trips).
-    #[serde(rename = "ExternalCAs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExternalCAs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_cas: Option<serde_json::Value>,
 }
 

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 /// The optimistic-concurrency version of an object: the Raft log index of
 /// its last change. An update carrying a stale index is refused.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Version {
     /// Raft log index of the last change.
     #[serde(rename = "Index", default)]

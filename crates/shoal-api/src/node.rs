@@ -28,10 +28,18 @@ pub struct Node {
     #[serde(rename = "Status", default)]
     pub status: NodeStatus,
     /// Present on managers.
-    #[serde(rename = "ManagerStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ManagerStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub manager_status: Option<ManagerStatus>,
     /// shoal extension: the node's node-to-node address `host:port`.
-    #[serde(rename = "ShoalAddr", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ShoalAddr",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub addr: String,
     /// shoal extension: the node's Raft member id (managers only; 0 otherwise).
     #[serde(rename = "ShoalRaftID", default, skip_serializing_if = "is_default")]

@@ -44,7 +44,11 @@ pub struct BlobSpec {
     #[serde(rename = "Driver", default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<Value>,
     /// Templating.
-    #[serde(rename = "Templating", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Templating",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub templating: Option<Value>,
 }
 

@@ -28,16 +28,28 @@ pub struct Service {
     #[serde(rename = "Spec", default)]
     pub spec: ServiceSpec,
     /// The spec before the last update (for rollback).
-    #[serde(rename = "PreviousSpec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PreviousSpec",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub previous_spec: Option<ServiceSpec>,
     /// Published endpoint.
     #[serde(rename = "Endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Endpoint>,
     /// Progress of a rolling update.
-    #[serde(rename = "UpdateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "UpdateStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_status: Option<UpdateStatus>,
     /// Running/desired counts (computed when read with `status=true`).
-    #[serde(rename = "ServiceStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ServiceStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_status: Option<ServiceStatus>,
     /// Job progress.
     #[serde(rename = "JobStatus", default, skip_serializing_if = "Option::is_none")]
@@ -60,13 +72,25 @@ pub struct ServiceSpec {
     #[serde(rename = "Mode", default)]
     pub mode: ServiceMode,
     /// Rolling update settings.
-    #[serde(rename = "UpdateConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "UpdateConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_config: Option<UpdateConfig>,
     /// Rollback settings.
-    #[serde(rename = "RollbackConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "RollbackConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollback_config: Option<UpdateConfig>,
     /// Published ports.
-    #[serde(rename = "EndpointSpec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "EndpointSpec",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub endpoint_spec: Option<EndpointSpec>,
     /// Unmodelled fields.
     #[serde(flatten)]
@@ -77,13 +101,21 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceMode {
     /// N replicas in slots 1..N.
-    #[serde(rename = "Replicated", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Replicated",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub replicated: Option<ReplicatedMode>,
     /// One task per eligible node.
     #[serde(rename = "Global", default, skip_serializing_if = "Option::is_none")]
     pub global: Option<Value>,
     /// Run to a number of completions.
-    #[serde(rename = "ReplicatedJob", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ReplicatedJob",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub replicated_job: Option<ReplicatedJob>,
     /// One completion per eligible node.
     #[serde(rename = "GlobalJob", default, skip_serializing_if = "Option::is_none")]
@@ -160,10 +192,18 @@ pub struct ReplicatedMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicatedJob {
     /// Tasks running at once (default 1).
-    #[serde(rename = "MaxConcurrent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaxConcurrent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_concurrent: Option<u64>,
     /// Completions wanted (default MaxConcurrent).
-    #[serde(rename = "TotalCompletions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TotalCompletions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_completions: Option<u64>,
 }
 
@@ -171,16 +211,28 @@ pub struct ReplicatedJob {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// Container to run (runtime `container`).
-    #[serde(rename = "ContainerSpec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ContainerSpec",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_spec: Option<ContainerSpec>,
     /// shoal extension: plain process to run (runtime `process`).
-    #[serde(rename = "ProcessSpec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ProcessSpec",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub process_spec: Option<ProcessSpec>,
     /// Limits and reservations.
     #[serde(rename = "Resources", default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Restart policy.
-    #[serde(rename = "RestartPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "RestartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_policy: Option<RestartPolicy>,
     /// Placement constraints and preferences.
     #[serde(rename = "Placement", default, skip_serializing_if = "Option::is_none")]
@@ -224,7 +276,11 @@ impl RuntimeKind {
 impl TaskSpec {
     /// Which runtime this spec uses.
     pub fn runtime_kind(&self) -> RuntimeKind {
-        if self.runtime == "process" || (self.runtime.is_empty() && self.process_spec.is_some() && self.container_spec.is_none()) {
+        if self.runtime == "process"
+            || (self.runtime.is_empty()
+                && self.process_spec.is_some()
+                && self.container_spec.is_none())
+        {
             RuntimeKind::Process
         } else {
             RuntimeKind::Container
@@ -233,7 +289,10 @@ impl TaskSpec {
 
     /// Placement constraints (empty if none).
     pub fn constraints(&self) -> &[String] {
-        self.placement.as_ref().map(|p| p.constraints.as_slice()).unwrap_or(&[])
+        self.placement
+            .as_ref()
+            .map(|p| p.constraints.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Reserved resources (zero if none).
@@ -241,7 +300,10 @@ impl TaskSpec {
         self.resources
             .as_ref()
             .and_then(|r| r.reservations.as_ref())
-            .map(|r| crate::Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes })
+            .map(|r| crate::Resources {
+                nano_cpus: r.nano_cpus,
+                memory_bytes: r.memory_bytes,
+            })
             .unwrap_or_default()
     }
 
@@ -250,7 +312,10 @@ impl TaskSpec {
         self.resources
             .as_ref()
             .and_then(|r| r.limits.as_ref())
-            .map(|r| crate::Resources { nano_cpus: r.nano_cpus, memory_bytes: r.memory_bytes })
+            .map(|r| crate::Resources {
+                nano_cpus: r.nano_cpus,
+                memory_bytes: r.memory_bytes,
+            })
             .unwrap_or_default()
     }
 
@@ -272,7 +337,11 @@ impl TaskSpec {
             .process_spec
             .as_ref()
             .and_then(|p| p.stop_grace_period)
-            .or_else(|| self.container_spec.as_ref().and_then(|c| c.stop_grace_period));
+            .or_else(|| {
+                self.container_spec
+                    .as_ref()
+                    .and_then(|c| c.stop_grace_period)
+            });
         match ns {
             Some(n) if n >= 0 => Duration::from_nanos(n as u64),
             _ => Duration::from_secs(10),
@@ -320,13 +389,25 @@ pub struct ContainerSpec {
     #[serde(rename = "Mounts", default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Value>,
     /// Stop signal.
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub stop_signal: String,
     /// Stop grace period, nanoseconds.
-    #[serde(rename = "StopGracePeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopGracePeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_grace_period: Option<i64>,
     /// Health check.
-    #[serde(rename = "HealthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HealthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<Value>,
     /// Secret references.
     #[serde(rename = "Secrets", default, skip_serializing_if = "Vec::is_empty")]
@@ -338,10 +419,18 @@ pub struct ContainerSpec {
     #[serde(rename = "Sysctls", default, skip_serializing_if = "Option::is_none")]
     pub sysctls: Option<BTreeMap<String, String>>,
     /// Added capabilities.
-    #[serde(rename = "CapabilityAdd", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "CapabilityAdd",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub capability_add: Vec<String>,
     /// Dropped capabilities.
-    #[serde(rename = "CapabilityDrop", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "CapabilityDrop",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub capability_drop: Vec<String>,
     /// Ulimits.
     #[serde(rename = "Ulimits", default, skip_serializing_if = "Vec::is_empty")]
@@ -370,7 +459,11 @@ pub struct ProcessSpec {
     #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     /// Stop grace period, nanoseconds.
-    #[serde(rename = "StopGracePeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopGracePeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_grace_period: Option<i64>,
 }
 
@@ -381,7 +474,11 @@ pub struct ResourceRequirements {
     #[serde(rename = "Limits", default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limit>,
     /// What the scheduler sets aside.
-    #[serde(rename = "Reservations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Reservations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reservations: Option<Reservation>,
 }
 
@@ -409,7 +506,11 @@ pub struct Reservation {
     #[serde(rename = "MemoryBytes", default, skip_serializing_if = "is_default")]
     pub memory_bytes: i64,
     /// Generic resources (kept for round trips).
-    #[serde(rename = "GenericResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "GenericResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub generic_resources: Option<Value>,
 }
 
@@ -437,7 +538,11 @@ pub struct RestartPolicy {
     #[serde(rename = "Delay", default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<i64>,
     /// Max attempts (0 = unlimited).
-    #[serde(rename = "MaxAttempts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaxAttempts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_attempts: Option<u64>,
     /// Window in which attempts are counted, nanoseconds.
     #[serde(rename = "Window", default, skip_serializing_if = "Option::is_none")]
@@ -490,7 +595,11 @@ pub struct NetworkAttachmentConfig {
     #[serde(rename = "Aliases", default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     /// Driver options.
-    #[serde(rename = "DriverOpts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DriverOpts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub driver_opts: Option<BTreeMap<String, String>>,
 }
 
@@ -504,7 +613,11 @@ pub struct UpdateConfig {
     #[serde(rename = "Delay", default, skip_serializing_if = "is_default")]
     pub delay: i64,
     /// pause / continue / rollback.
-    #[serde(rename = "FailureAction", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "FailureAction",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub failure_action: String,
     /// Monitor window, nanoseconds.
     #[serde(rename = "Monitor", default, skip_serializing_if = "is_default")]
@@ -572,7 +685,11 @@ pub struct UpdateStatus {
     #[serde(rename = "StartedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     /// End time.
-    #[serde(rename = "CompletedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "CompletedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completed_at: Option<Timestamp>,
     /// Human-readable message.
     #[serde(rename = "Message", default)]
@@ -600,6 +717,10 @@ pub struct JobStatus {
     #[serde(rename = "JobIteration", default)]
     pub job_iteration: Version,
     /// Last execution start.
-    #[serde(rename = "LastExecution", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "LastExecution",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_execution: Option<Timestamp>,
 }

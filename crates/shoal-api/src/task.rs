@@ -44,13 +44,25 @@ pub struct Task {
     #[serde(rename = "DesiredState", default)]
     pub desired_state: TaskState,
     /// Network attachments.
-    #[serde(rename = "NetworksAttachments", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "NetworksAttachments",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub networks_attachments: Vec<Value>,
     /// Job iteration this task belongs to.
-    #[serde(rename = "JobIteration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "JobIteration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub job_iteration: Option<Version>,
     /// shoal extension: the service's `Version.Index` the spec was taken from.
-    #[serde(rename = "ShoalSpecVersion", default, skip_serializing_if = "is_default")]
+    #[serde(
+        rename = "ShoalSpecVersion",
+        default,
+        skip_serializing_if = "is_default"
+    )]
     pub spec_version: u64,
 }
 
@@ -70,7 +82,11 @@ pub struct TaskStatus {
     #[serde(rename = "Err", default, skip_serializing_if = "String::is_empty")]
     pub err: String,
     /// Container or process details.
-    #[serde(rename = "ContainerStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ContainerStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_status: Option<ContainerStatus>,
     /// Ports the task published.
     #[serde(rename = "PortStatus", default)]
@@ -81,7 +97,11 @@ pub struct TaskStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     /// Container ID (empty for processes).
-    #[serde(rename = "ContainerID", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ContainerID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub container_id: String,
     /// Process ID.
     #[serde(rename = "PID", default)]
@@ -100,7 +120,9 @@ pub struct PortStatus {
 }
 
 /// Task states. They only move forward, in this order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Created.
@@ -192,7 +214,11 @@ impl Task {
     /// Moves the observed state forward; refuses to move it backward.
     /// Returns whether anything changed.
     pub fn advance(&mut self, state: TaskState, message: &str, err: &str) -> bool {
-        if state < self.status.state || (state == self.status.state && message == self.status.message && err == self.status.err) {
+        if state < self.status.state
+            || (state == self.status.state
+                && message == self.status.message
+                && err == self.status.err)
+        {
             return false;
         }
         self.status.state = state;
@@ -215,7 +241,10 @@ mod tests {
         for s in TaskState::ALL {
             assert_eq!(TaskState::parse(s.as_str()), Some(s));
         }
-        assert_eq!(serde_json::to_string(&TaskState::Running).unwrap(), "\"running\"");
+        assert_eq!(
+            serde_json::to_string(&TaskState::Running).unwrap(),
+            "\"running\""
+        );
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl Dispatcher {
         {
             let mut seen = self.last_seen.lock().expect("lock");
             seen.clear();
-            for n in self.store.view(|t| t.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>()) {
+            for n in self
+                .store
+                .view(|t| t.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())
+            {
                 seen.insert(n, grace);
             }
         }
@@ -108,21 +111,41 @@ impl Dispatcher {
         addr: String,
     ) -> Result<(u64, mpsc::Receiver<DispatcherMessage>), tonic::Status> {
         if !self.is_active() {
-            let leader = self.leader_addr.lock().expect("lock").clone().unwrap_or_default();
-            return Err(tonic::Status::failed_precondition(format!("not the leader; leader={leader}")));
+            let leader = self
+                .leader_addr
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_default();
+            return Err(tonic::Status::failed_precondition(format!(
+                "not the leader; leader={leader}"
+            )));
         }
         let node = self
             .store
             .view(|t| t.nodes.get(node_id).cloned())
-            .ok_or_else(|| tonic::Status::permission_denied(format!("node {node_id} is not part of the cluster")))?;
+            .ok_or_else(|| {
+                tonic::Status::permission_denied(format!(
+                    "node {node_id} is not part of the cluster"
+                ))
+            })?;
         let (tx, rx) = mpsc::channel(64);
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.last_seen.lock().expect("lock").insert(node_id.to_string(), Instant::now());
-        self.sessions.lock().expect("lock").insert(node_id.to_string(), Session { id, tx: tx.clone() });
+        self.last_seen
+            .lock()
+            .expect("lock")
+            .insert(node_id.to_string(), Instant::now());
+        self.sessions
+            .lock()
+            .expect("lock")
+            .insert(node_id.to_string(), Session { id, tx: tx.clone() });
         self.set_node_ready(&node, description, addr).await;
         let managers = self.managers();
         let _ = tx
-            .send(DispatcherMessage::Welcome { heartbeat_ms: self.heartbeat_period().as_millis() as u64, managers })
+            .send(DispatcherMessage::Welcome {
+                heartbeat_ms: self.heartbeat_period().as_millis() as u64,
+                managers,
+            })
             .await;
         let tasks = self.assignments_of(node_id);
         let _ = tx.send(DispatcherMessage::Assignments { tasks }).await;
@@ -131,7 +154,10 @@ impl Dispatcher {
 
     /// Records a heartbeat.
     pub fn heartbeat(&self, node_id: &str) {
-        self.last_seen.lock().expect("lock").insert(node_id.to_string(), Instant::now());
+        self.last_seen
+            .lock()
+            .expect("lock")
+            .insert(node_id.to_string(), Instant::now());
     }
 
     /// Forgets a session that ended (the node stays READY until its heartbeats lapse).
@@ -155,9 +181,10 @@ impl Dispatcher {
             t.nodes
                 .iter()
                 .filter_map(|n| {
-                    n.manager_status
-                        .as_ref()
-                        .map(|m| ManagerAddr { node_id: n.id.clone(), addr: m.addr.clone() })
+                    n.manager_status.as_ref().map(|m| ManagerAddr {
+                        node_id: n.id.clone(),
+                        addr: m.addr.clone(),
+                    })
                 })
                 .collect()
         })
@@ -166,7 +193,10 @@ impl Dispatcher {
     fn assignments_of(&self, node_id: &str) -> Vec<Task> {
         self.store.view(|t| {
             t.tasks_on_node(node_id)
-                .filter(|task| task.status.state >= TaskState::Assigned || task.desired_state > TaskState::Running)
+                .filter(|task| {
+                    task.status.state >= TaskState::Assigned
+                        || task.desired_state > TaskState::Running
+                })
                 .map(|task| (**task).clone())
                 .collect()
         })
@@ -174,8 +204,15 @@ impl Dispatcher {
 
     async fn set_node_ready(&self, node: &Node, description: NodeDescription, addr: String) {
         let mut n = node.clone();
-        let host = addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(addr.clone());
-        if n.status.state == NodeState::Ready && n.description == description && n.status.addr == host && n.addr == addr {
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or(addr.clone());
+        if n.status.state == NodeState::Ready
+            && n.description == description
+            && n.status.addr == host
+            && n.addr == addr
+        {
             return;
         }
         n.addr = addr;
@@ -185,13 +222,19 @@ impl Dispatcher {
         n.status.addr = host;
         n.updated_at = Timestamp::now();
         let version = n.version.index;
-        if let Err(e) = self.store_put(Object::Node(n), Expect::Version(version)).await {
+        if let Err(e) = self
+            .store_put(Object::Node(n), Expect::Version(version))
+            .await
+        {
             tracing::warn!(node = %node.id, "could not mark node ready: {e}");
         }
     }
 
     async fn store_put(&self, object: Object, expect: Expect) -> Result<(), String> {
-        let cmd = Command { ops: vec![Op::Put { object, expect }], atomic: true };
+        let cmd = Command {
+            ops: vec![Op::Put { object, expect }],
+            atomic: true,
+        };
         match self.proposer.propose(cmd).await {
             Ok(r) => match r.results.into_iter().next() {
                 Some(Ok(_)) => Ok(()),
@@ -228,7 +271,10 @@ impl Dispatcher {
             for mut n in expired {
                 if !self.last_seen.lock().expect("lock").contains_key(&n.id) {
                     // A node this leader has never heard of yet (just joined): start its clock.
-                    self.last_seen.lock().expect("lock").insert(n.id.clone(), now);
+                    self.last_seen
+                        .lock()
+                        .expect("lock")
+                        .insert(n.id.clone(), now);
                     continue;
                 }
                 tracing::info!(node = %n.id, "node missed its heartbeats: marking it down");
@@ -236,7 +282,10 @@ impl Dispatcher {
                 n.status.state = NodeState::Down;
                 n.status.message = "heartbeat failure".into();
                 n.updated_at = Timestamp::now();
-                if let Err(e) = self.store_put(Object::Node(n), Expect::Version(version)).await {
+                if let Err(e) = self
+                    .store_put(Object::Node(n), Expect::Version(version))
+                    .await
+                {
                     tracing::debug!("could not mark node down: {e}");
                 }
             }
@@ -267,7 +316,12 @@ impl Dispatcher {
                 }
             }
             let targets: Vec<String> = if reset {
-                self.sessions.lock().expect("lock").keys().cloned().collect()
+                self.sessions
+                    .lock()
+                    .expect("lock")
+                    .keys()
+                    .cloned()
+                    .collect()
             } else {
                 dirty.into_iter().collect()
             };
@@ -283,7 +337,9 @@ impl Dispatcher {
         let mut ops = Vec::new();
         self.store.view(|t| {
             for r in &reports {
-                let Some(task) = t.tasks.get(&r.task_id) else { continue };
+                let Some(task) = t.tasks.get(&r.task_id) else {
+                    continue;
+                };
                 if task.node_id != node_id {
                     continue;
                 }
@@ -293,7 +349,10 @@ impl Dispatcher {
                     continue;
                 }
                 if r.pid != 0 || r.exit_code.is_some() || !r.container_id.is_empty() {
-                    let cs = task.status.container_status.get_or_insert_with(Default::default);
+                    let cs = task
+                        .status
+                        .container_status
+                        .get_or_insert_with(Default::default);
                     cs.pid = r.pid;
                     cs.exit_code = r.exit_code.unwrap_or(cs.exit_code);
                     if !r.container_id.is_empty() {
@@ -301,7 +360,10 @@ impl Dispatcher {
                     }
                 }
                 task.updated_at = Timestamp::now();
-                ops.push(Op::Put { object: Object::Task(task), expect: Expect::Version(version) });
+                ops.push(Op::Put {
+                    object: Object::Task(task),
+                    expect: Expect::Version(version),
+                });
             }
         });
         if ops.is_empty() {
@@ -322,12 +384,14 @@ fn collect_dirty(c: &Change, dirty: &mut HashSet<String>, reset: &mut bool) {
                     Event::Created(Object::Task(t)) | Event::Deleted(Object::Task(t)) => {
                         dirty.insert(t.node_id.clone());
                     }
-                    Event::Updated(Object::Task(old), Object::Task(new)) => {
-                        // Status-only changes come from the agent itself: no push needed.
-                        if old.node_id != new.node_id || old.desired_state != new.desired_state || old.spec != new.spec {
-                            dirty.insert(old.node_id.clone());
-                            dirty.insert(new.node_id.clone());
-                        }
+                    // Status-only changes come from the agent itself: no push needed.
+                    Event::Updated(Object::Task(old), Object::Task(new))
+                        if old.node_id != new.node_id
+                            || old.desired_state != new.desired_state
+                            || old.spec != new.spec =>
+                    {
+                        dirty.insert(old.node_id.clone());
+                        dirty.insert(new.node_id.clone());
                     }
                     _ => {}
                 }

@@ -43,7 +43,9 @@ pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<NodeIdentity, Sta
         .and_then(|p| p.identity.clone())
         .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
     if id.cluster_id != cluster_id {
-        return Err(Status::permission_denied("the certificate belongs to another cluster"));
+        return Err(Status::permission_denied(
+            "the certificate belongs to another cluster",
+        ));
     }
     Ok(id)
 }
@@ -94,7 +96,10 @@ impl raft_server::Raft for Services {
         self.require_manager(&req)?;
         let (vote, meta): (Vote, SnapshotMeta) = parse(req.get_ref())?;
         let data = req.into_inner().data;
-        let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        };
         reply(&self.raft.install_full_snapshot(vote, snapshot).await)
     }
 }
@@ -110,7 +115,8 @@ impl Cluster for Services {
         if let Some(peer) = req.extensions().get::<PeerInfo>() {
             if let Ok(sa) = join.addr.parse::<std::net::SocketAddr>() {
                 if sa.ip().is_unspecified() {
-                    join.addr = std::net::SocketAddr::new(peer.remote_addr.ip(), sa.port()).to_string();
+                    join.addr =
+                        std::net::SocketAddr::new(peer.remote_addr.ip(), sa.port()).to_string();
                 }
             }
         }
@@ -144,16 +150,18 @@ impl Cluster for Services {
     async fn session(&self, req: Request<Streaming<Msg>>) -> Result<Response<MsgStream>, Status> {
         let id = caller(&req, &self.cluster_id)?;
         let mut inbound = req.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the session ended before its first message"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the session ended before its first message")
+        })?;
         let (description, addr) = match parse::<AgentMessage>(&first)? {
             AgentMessage::Hello { description, addr } => (description, addr),
             _ => return Err(Status::invalid_argument("a session starts with Hello")),
         };
         let node_id = id.node_id.clone();
-        let (session, mut rx) = self.dispatcher.open_session(&node_id, description, addr).await?;
+        let (session, mut rx) = self
+            .dispatcher
+            .open_session(&node_id, description, addr)
+            .await?;
         let dispatcher = self.dispatcher.clone();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);
         tokio::spawn(async move {
@@ -179,6 +187,8 @@ impl Cluster for Services {
             }
             dispatcher.close_session(&node_id, session);
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
     }
 }

@@ -65,13 +65,23 @@ impl Manager {
     /// Opens the store, starts Raft and the leadership watcher.
     pub async fn start(cfg: ManagerConfig, bootstrap: Bootstrap) -> anyhow::Result<Arc<Manager>> {
         let (mut log, sm) = shoal_store::open(&cfg.raft_dir)?;
-        let me = Member { addr: cfg.addr.clone(), node_id: cfg.node_id.clone() };
+        let me = Member {
+            addr: cfg.addr.clone(),
+            node_id: cfg.node_id.clone(),
+        };
         if matches!(bootstrap, Bootstrap::ForceNewCluster) {
             force_single_voter(&mut log, cfg.raft_id, me.clone()).await?;
         }
         let store = sm.shared();
         let config = Arc::new(shoal_store::raft_config(&cfg.cluster_id)?);
-        let raft = Raft::new(cfg.raft_id, config, Network::new(cfg.peers.clone()), log, sm).await?;
+        let raft = Raft::new(
+            cfg.raft_id,
+            config,
+            Network::new(cfg.peers.clone()),
+            log,
+            sm,
+        )
+        .await?;
         let proposer = Proposer::start(raft.clone(), cfg.peers.clone());
         let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
         let token = CancellationToken::new();
@@ -92,8 +102,14 @@ impl Manager {
                 writes::commit(
                     &manager.proposer,
                     vec![
-                        shoal_store::Op::Put { object: Object::Cluster(cluster), expect: Expect::Absent },
-                        shoal_store::Op::Put { object: Object::Node(node), expect: Expect::Absent },
+                        shoal_store::Op::Put {
+                            object: Object::Cluster(cluster),
+                            expect: Expect::Absent,
+                        },
+                        shoal_store::Op::Put {
+                            object: Object::Node(node),
+                            expect: Expect::Absent,
+                        },
                     ],
                 )
                 .await?;
@@ -129,7 +145,10 @@ impl Manager {
     pub fn leader_node_id(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         let l = m.current_leader?;
-        m.membership_config.membership().get_node(&l).map(|n| n.node_id.clone())
+        m.membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.node_id.clone())
     }
 
     /// Waits until this manager leads.
@@ -177,9 +196,12 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
         let is_leader = m.is_leader();
         {
             let mm = m.raft.metrics().borrow().clone();
-            let addr = mm
-                .current_leader
-                .and_then(|l| mm.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            let addr = mm.current_leader.and_then(|l| {
+                mm.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
             *m.dispatcher.leader_addr.lock().expect("lock") = addr;
         }
         match (is_leader, leading.is_some()) {
@@ -212,16 +234,34 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
 /// Appends a membership entry making `me` the only voter, under a new term
 /// with a committed vote for itself, so Raft restarts as a one-manager
 /// cluster that still holds every committed object (`--force-new-cluster`).
-async fn force_single_voter(log: &mut shoal_store::LogStore, raft_id: u64, me: Member) -> anyhow::Result<()> {
+async fn force_single_voter(
+    log: &mut shoal_store::LogStore,
+    raft_id: u64,
+    me: Member,
+) -> anyhow::Result<()> {
     let state = log.get_log_state().await?;
     let vote: Option<Vote> = log.read_vote().await?;
     let last = state.last_log_id;
-    let term = vote.map(|v| v.leader_id().term).unwrap_or(0).max(last.map(|l| l.leader_id.term).unwrap_or(0)) + 1;
+    let term = vote
+        .map(|v| v.leader_id().term)
+        .unwrap_or(0)
+        .max(last.map(|l| l.leader_id.term).unwrap_or(0))
+        + 1;
     let index = last.map(|l| l.index + 1).unwrap_or(0);
-    let membership = Membership::new(vec![BTreeSet::from([raft_id])], BTreeMap::from([(raft_id, me)]));
-    let entry = Entry { log_id: LogId::new(LeaderId::new(term, raft_id), index), payload: EntryPayload::Membership(membership) };
+    let membership = Membership::new(
+        vec![BTreeSet::from([raft_id])],
+        BTreeMap::from([(raft_id, me)]),
+    );
+    let entry = Entry {
+        log_id: LogId::new(LeaderId::new(term, raft_id), index),
+        payload: EntryPayload::Membership(membership),
+    };
     log.save_vote(&Vote::new_committed(term, raft_id)).await?;
     log.append_direct(vec![entry])?;
-    tracing::warn!(term, index, "forced a new one-manager cluster from the existing state");
+    tracing::warn!(
+        term,
+        index,
+        "forced a new one-manager cluster from the existing state"
+    );
     Ok(())
 }

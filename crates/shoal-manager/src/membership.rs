@@ -37,7 +37,15 @@ pub fn desired_members(store: &Shared) -> BTreeMap<u64, Member> {
             .filter(|n| n.spec.role == NodeRole::Manager && n.raft_id != 0)
             .filter_map(|n| {
                 let addr = n.manager_status.as_ref()?.addr.clone();
-                (!addr.is_empty()).then(|| (n.raft_id, Member { addr, node_id: n.id.clone() }))
+                (!addr.is_empty()).then(|| {
+                    (
+                        n.raft_id,
+                        Member {
+                            addr,
+                            node_id: n.id.clone(),
+                        },
+                    )
+                })
             })
             .collect()
     })
@@ -69,24 +77,42 @@ async fn reconcile_once(raft: &Raft, store: &Shared) -> anyhow::Result<()> {
             if voters.contains(id) {
                 continue;
             }
-            let matched = repl.get(id).cloned().flatten().map(|l| l.index).unwrap_or(0);
+            let matched = repl
+                .get(id)
+                .cloned()
+                .flatten()
+                .map(|l| l.index)
+                .unwrap_or(0);
             if matched + CATCH_UP_SLACK >= last {
                 tracing::info!(raft_id = id, "manager caught up: making it a voter");
-                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true).await?;
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
+                    .await?;
                 return Ok(());
             }
         }
     }
-    let stale_voters: BTreeSet<u64> = voters.iter().filter(|v| !desired.contains_key(v)).copied().collect();
+    let stale_voters: BTreeSet<u64> = voters
+        .iter()
+        .filter(|v| !desired.contains_key(v))
+        .copied()
+        .collect();
     if !stale_voters.is_empty() && stale_voters.len() < voters.len() {
-        tracing::info!(?stale_voters, "removing demoted or removed managers from the Raft voters");
-        raft.change_membership(ChangeMembers::RemoveVoters(stale_voters), false).await?;
+        tracing::info!(
+            ?stale_voters,
+            "removing demoted or removed managers from the Raft voters"
+        );
+        raft.change_membership(ChangeMembers::RemoveVoters(stale_voters), false)
+            .await?;
         return Ok(());
     }
-    let stale_learners: BTreeSet<u64> =
-        all.iter().filter(|v| !voters.contains(v) && !desired.contains_key(v)).copied().collect();
+    let stale_learners: BTreeSet<u64> = all
+        .iter()
+        .filter(|v| !voters.contains(v) && !desired.contains_key(v))
+        .copied()
+        .collect();
     if !stale_learners.is_empty() {
-        raft.change_membership(ChangeMembers::RemoveNodes(stale_learners), false).await?;
+        raft.change_membership(ChangeMembers::RemoveNodes(stale_learners), false)
+            .await?;
     }
     Ok(())
 }

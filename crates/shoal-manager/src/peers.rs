@@ -14,7 +14,10 @@ pub struct Peers {
 impl Peers {
     /// Peers reached with `tls` (our node certificate, verifying theirs).
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Arc<Peers> {
-        Arc::new(Peers { tls, channels: Mutex::new(HashMap::new()) })
+        Arc::new(Peers {
+            tls,
+            channels: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The channel to `addr` (`host:port`); connects on first use.

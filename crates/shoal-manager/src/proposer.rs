@@ -8,8 +8,8 @@
 
 use crate::peers::Peers;
 use openraft::error::{ClientWriteError, RaftError};
-use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_net::rpc::msg;
+use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_store::{Batch, BatchResult, Command, CommandResult, Raft};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +54,11 @@ impl Proposer {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(IN_FLIGHT));
             while let Some(first) = rx.recv().await {
-                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -65,7 +69,8 @@ impl Proposer {
                 let raft = raft.clone();
                 let peers = peers.clone();
                 tokio::spawn(async move {
-                    let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+                    let (cmds, replies): (Vec<_>, Vec<_>) =
+                        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
                     match submit(&raft, &peers, Batch(cmds)).await {
                         Ok(BatchResult(results)) => {
                             for (reply, r) in replies.into_iter().zip(results) {
@@ -92,7 +97,8 @@ impl Proposer {
             .send(Pending { cmd, reply })
             .await
             .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?;
-        rx.await.map_err(|_| WriteError::Raft("the manager is shutting down".into()))?
+        rx.await
+            .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?
     }
 }
 
@@ -103,9 +109,12 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
     loop {
         let (leader, me, leader_addr) = {
             let m = metrics.borrow();
-            let addr = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            let addr = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
             (m.current_leader, m.id, addr)
         };
         match leader {
@@ -144,13 +153,21 @@ async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult
     let mut req = tonic::Request::new(msg(batch));
     req.set_timeout(WRITE_TIMEOUT);
     match client.propose(req).await {
-        Ok(resp) => serde_json::from_slice(&resp.into_inner().json)
-            .map_err(|e| Forward::Failed(WriteError::Unknown(format!("bad reply from leader: {e}")))),
+        Ok(resp) => serde_json::from_slice(&resp.into_inner().json).map_err(|e| {
+            Forward::Failed(WriteError::Unknown(format!("bad reply from leader: {e}")))
+        }),
         // Not sent, or refused before proposing: safe to retry.
-        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::FailedPrecondition) => {
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+            ) =>
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Err(Forward::Retry)
         }
-        Err(s) => Err(Forward::Failed(WriteError::Unknown(s.message().to_string()))),
+        Err(s) => Err(Forward::Failed(WriteError::Unknown(
+            s.message().to_string(),
+        ))),
     }
 }

@@ -44,18 +44,30 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Client {
-        Client { target, addr: node.addr.clone(), peers: self.peers.clone() }
+        Client {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
     }
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<u64, Member, RaftError<u64, E>>;
 
-fn map_status<E: std::error::Error>(target: u64, action: RPCTypes, ttl: Duration, s: tonic::Status) -> RPCError<u64, Member, E> {
+fn map_status<E: std::error::Error>(
+    target: u64,
+    action: RPCTypes,
+    ttl: Duration,
+    s: tonic::Status,
+) -> RPCError<u64, Member, E> {
     match s.code() {
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Timeout(Timeout { action, id: 0, target, timeout: ttl })
-        }
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+            action,
+            id: 0,
+            target,
+            timeout: ttl,
+        }),
         _ => RPCError::Network(NetworkError::new(&s)),
     }
 }
@@ -72,7 +84,10 @@ impl Client {
         E: std::error::Error + DeserializeOwned,
     {
         let ttl = option.soft_ttl();
-        let channel = self.peers.channel(&self.addr).map_err(|s| map_status(self.target, action, ttl, s))?;
+        let channel = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|s| map_status(self.target, action, ttl, s))?;
         let mut client = RaftClient::new(channel).max_decoding_message_size(256 << 20);
         let mut request = tonic::Request::new(req);
         request.set_timeout(ttl);
@@ -81,9 +96,11 @@ impl Client {
             RPCTypes::Vote => client.vote(request).await,
             RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
         };
-        let resp = fut.map_err(|s| map_status(self.target, action, ttl, s))?.into_inner();
-        let result: Result<Resp, RaftError<u64, E>> =
-            serde_json::from_slice(&resp.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = fut
+            .map_err(|s| map_status(self.target, action, ttl, s))?
+            .into_inner();
+        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&resp.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -103,7 +120,11 @@ impl RaftNetwork<TypeConfig> for Client {
         self.call(RPCTypes::AppendEntries, msg(&rpc), &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr> {
         self.call(RPCTypes::Vote, msg(&rpc), &option).await
     }
 
@@ -125,7 +146,10 @@ impl RaftNetwork<TypeConfig> for Client {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
         let meta = (vote, snapshot.meta.clone());
-        let req = Msg { json: serde_json::to_vec(&meta).expect("serializable"), data: snapshot.snapshot.into_inner() };
+        let req = Msg {
+            json: serde_json::to_vec(&meta).expect("serializable"),
+            data: snapshot.snapshot.into_inner(),
+        };
         // Transfer plus install on the follower; generous for multi-MB states.
         let ttl = Duration::from_secs(30);
         let channel = self
@@ -137,12 +161,16 @@ impl RaftNetwork<TypeConfig> for Client {
             .max_encoding_message_size(1 << 30);
         let mut request = tonic::Request::new(req);
         request.set_timeout(ttl);
-        let resp = client.install_snapshot(request).await.map_err(|s| match s.code() {
-            tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
-            _ => StreamingError::Network(NetworkError::new(&s)),
-        })?;
-        let result: Result<SnapshotResponse<u64>, Fatal<u64>> = serde_json::from_slice(&resp.into_inner().json)
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let resp = client
+            .install_snapshot(request)
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
+                _ => StreamingError::Network(NetworkError::new(&s)),
+            })?;
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
+            serde_json::from_slice(&resp.into_inner().json)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }

@@ -18,7 +18,9 @@ impl WriteFailure {
     /// The gRPC status for this failure.
     pub fn into_status(self) -> tonic::Status {
         match self {
-            WriteFailure::Refused(StoreError::NotFound(..)) => tonic::Status::not_found(self.to_string()),
+            WriteFailure::Refused(StoreError::NotFound(..)) => {
+                tonic::Status::not_found(self.to_string())
+            }
             WriteFailure::Refused(StoreError::Exists(..) | StoreError::NameConflict(..)) => {
                 tonic::Status::already_exists(self.to_string())
             }
@@ -39,11 +41,28 @@ pub async fn commit(proposer: &Proposer, ops: Vec<Op>) -> Result<u64, WriteFailu
 }
 
 /// Puts one object.
-pub async fn commit_one(proposer: &Proposer, object: Object, expect: Expect) -> Result<u64, WriteFailure> {
+pub async fn commit_one(
+    proposer: &Proposer,
+    object: Object,
+    expect: Expect,
+) -> Result<u64, WriteFailure> {
     commit(proposer, vec![Op::Put { object, expect }]).await
 }
 
 /// Deletes one object.
-pub async fn delete_one(proposer: &Proposer, kind: Kind, id: &str, expect: Option<u64>) -> Result<u64, WriteFailure> {
-    commit(proposer, vec![Op::Delete { kind, id: id.to_string(), expect }]).await
+pub async fn delete_one(
+    proposer: &Proposer,
+    kind: Kind,
+    id: &str,
+    expect: Option<u64>,
+) -> Result<u64, WriteFailure> {
+    commit(
+        proposer,
+        vec![Op::Delete {
+            kind,
+            id: id.to_string(),
+            expect,
+        }],
+    )
+    .await
 }

@@ -14,12 +14,16 @@ pub use pb::Msg;
 
 /// Wraps a JSON document in a [`Msg`].
 pub fn msg<T: Serialize>(value: &T) -> Msg {
-    Msg { json: serde_json::to_vec(value).expect("serializable"), data: Vec::new() }
+    Msg {
+        json: serde_json::to_vec(value).expect("serializable"),
+        data: Vec::new(),
+    }
 }
 
 /// Reads the JSON document of a [`Msg`]; a malformed one is an invalid argument.
 pub fn parse<T: DeserializeOwned>(m: &Msg) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&m.json).map_err(|e| tonic::Status::invalid_argument(format!("malformed message: {e}")))
+    serde_json::from_slice(&m.json)
+        .map_err(|e| tonic::Status::invalid_argument(format!("malformed message: {e}")))
 }
 
 /// Request of `Join`.

@@ -22,7 +22,11 @@ pub struct LogStore {
     db: Arc<Database>,
 }
 
-fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
 
@@ -45,7 +49,10 @@ impl LogStore {
         Ok(LogStore { db: Arc::new(db) })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(META).map_err(read_err)?;
         match table.get(key).map_err(read_err)? {
@@ -54,7 +61,12 @@ impl LogStore {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StorageError> {
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         let mut tx = self.db.begin_write().map_err(write_err)?;
         if !durable {
@@ -75,7 +87,9 @@ impl LogStore {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
             for e in &entries {
                 let bytes = serde_json::to_vec(e).map_err(write_err)?;
-                table.insert(e.log_id.index, bytes.as_slice()).map_err(write_err)?;
+                table
+                    .insert(e.log_id.index, bytes.as_slice())
+                    .map_err(write_err)?;
             }
         }
         tx.commit().map_err(write_err)
@@ -121,12 +135,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let tx = self.db.begin_read().map_err(read_err)?;
             let table = tx.open_table(LOGS).map_err(read_err)?;
             let last = match table.last().map_err(read_err)? {
-                Some((_, v)) => Some(serde_json::from_slice::<Entry>(v.value()).map_err(read_err)?.log_id),
+                Some((_, v)) => Some(
+                    serde_json::from_slice::<Entry>(v.value())
+                        .map_err(read_err)?
+                        .log_id,
+                ),
                 None => None,
             };
             last
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -134,8 +155,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta("vote", vote, true)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, std::io::Error::other(e.to_string())))
+        self.put_meta("vote", vote, true).map_err(|e| {
+            io_err(
+                ErrorSubject::Vote,
+                ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
+        })
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -150,7 +176,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>("committed")?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -189,7 +219,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
             table
-                .retain_in::<u64, _>((Bound::Included(log_id.index), Bound::Unbounded), |_, _| false)
+                .retain_in::<u64, _>((Bound::Included(log_id.index), Bound::Unbounded), |_, _| {
+                    false
+                })
                 .map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
@@ -200,9 +232,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut meta = tx.open_table(META).map_err(write_err)?;
-            meta.insert("last_purged", bytes.as_slice()).map_err(write_err)?;
+            meta.insert("last_purged", bytes.as_slice())
+                .map_err(write_err)?;
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            table.retain_in::<u64, _>(..=log_id.index, |_, _| false).map_err(write_err)?;
+            table
+                .retain_in::<u64, _>(..=log_id.index, |_, _| false)
+                .map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
     }

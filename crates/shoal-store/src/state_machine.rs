@@ -66,11 +66,19 @@ pub struct StateMachine {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 fn snap_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Snapshot(None),
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 /// Reads the persisted snapshot in `dir`, if any: (meta, data bytes).
@@ -109,14 +117,22 @@ impl StateMachine {
         let (tables, last_applied, membership) = match read_snapshot_file(dir)? {
             Some((meta, data)) => {
                 let image: TablesImage = serde_json::from_slice(&data)?;
-                (Tables::from_image(image), meta.last_log_id, meta.last_membership)
+                (
+                    Tables::from_image(image),
+                    meta.last_log_id,
+                    meta.last_membership,
+                )
             }
             None => (Tables::default(), None, StoredMembership::default()),
         };
         let (changes, _) = broadcast::channel(4096);
         let (applied, _) = watch::channel(last_applied.map(|l| l.index).unwrap_or(0));
         Ok(StateMachine {
-            shared: Arc::new(Shared { tables: RwLock::new(tables), changes, applied }),
+            shared: Arc::new(Shared {
+                tables: RwLock::new(tables),
+                changes,
+                applied,
+            }),
             dir: dir.to_path_buf(),
             last_applied,
             membership,
@@ -139,7 +155,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = serde_json::to_vec(&self.tables.image()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let data =
+            serde_json::to_vec(&self.tables.image()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::now_nanos()),
             None => format!("0-0-{}", crate::now_nanos()),
@@ -156,7 +173,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -175,7 +195,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut batches = Vec::new();
         {
-            let mut tables = self.shared.tables.write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let mut tables = self
+                .shared
+                .tables
+                .write()
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             for entry in entries {
                 self.last_applied = Some(entry.log_id);
                 match entry.payload {
@@ -193,7 +217,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             res.push(r);
                         }
                         if !all_events.is_empty() {
-                            batches.push(Arc::new(Applied { index: entry.log_id.index, events: all_events }));
+                            batches.push(Arc::new(Applied {
+                                index: entry.log_id.index,
+                                events: all_events,
+                            }));
                         }
                         results.push(BatchResult(res));
                     }
@@ -230,14 +257,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let image: TablesImage = serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let image: TablesImage =
+            serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let dir = self.dir.clone();
         let m = meta.clone();
         tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &m, &data))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        *self.shared.tables.write().map_err(|e| sm_err(ErrorVerb::Write, e))? = Tables::from_image(image);
+        *self
+            .shared
+            .tables
+            .write()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))? = Tables::from_image(image);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let _ = self.shared.changes.send(Change::Reset);
@@ -253,6 +285,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(found.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

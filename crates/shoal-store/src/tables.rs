@@ -17,7 +17,10 @@ pub struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Table { by_id: BTreeMap::new(), by_name: HashMap::new() }
+        Table {
+            by_id: BTreeMap::new(),
+            by_name: HashMap::new(),
+        }
     }
 }
 
@@ -116,7 +119,10 @@ impl Tables {
     }
 
     /// Tasks of a service.
-    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+    pub fn tasks_of_service<'a>(
+        &'a self,
+        service_id: &str,
+    ) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
         self.tasks_by_service
             .get(service_id)
             .into_iter()
@@ -137,9 +143,15 @@ impl Tables {
     pub fn get(&self, kind: Kind, id: &str) -> Option<Object> {
         match kind {
             Kind::Node => self.nodes.get(id).map(|o| Object::Node((**o).clone())),
-            Kind::Service => self.services.get(id).map(|o| Object::Service((**o).clone())),
+            Kind::Service => self
+                .services
+                .get(id)
+                .map(|o| Object::Service((**o).clone())),
             Kind::Task => self.tasks.get(id).map(|o| Object::Task((**o).clone())),
-            Kind::Network => self.networks.get(id).map(|o| Object::Network((**o).clone())),
+            Kind::Network => self
+                .networks
+                .get(id)
+                .map(|o| Object::Network((**o).clone())),
             Kind::Secret => self.secrets.get(id).map(|o| Object::Secret((**o).clone())),
             Kind::Config => self.configs.get(id).map(|o| Object::Config((**o).clone())),
             Kind::Cluster => self
@@ -158,7 +170,11 @@ impl Tables {
             Kind::Network => self.networks.get(id).map(|o| o.version.index),
             Kind::Secret => self.secrets.get(id).map(|o| o.version.index),
             Kind::Config => self.configs.get(id).map(|o| o.version.index),
-            Kind::Cluster => self.cluster.as_ref().filter(|c| c.cluster.id == id).map(|c| c.cluster.version.index),
+            Kind::Cluster => self
+                .cluster
+                .as_ref()
+                .filter(|c| c.cluster.id == id)
+                .map(|c| c.cluster.version.index),
         }
     }
 
@@ -185,7 +201,9 @@ impl Tables {
                     }
                     let n = results.len() + 1;
                     return (
-                        CommandResult { results: vec![Err(e); n] },
+                        CommandResult {
+                            results: vec![Err(e); n],
+                        },
                         Vec::new(),
                     );
                 }
@@ -205,27 +223,39 @@ impl Tables {
                 let kind = object.kind();
                 let id = object.id();
                 if id.is_empty() {
-                    return Err(StoreError::Invalid(format!("{} without an ID", kind.as_str())));
+                    return Err(StoreError::Invalid(format!(
+                        "{} without an ID",
+                        kind.as_str()
+                    )));
                 }
                 let current = self.version_of(kind, id);
                 match (expect, current) {
-                    (Expect::Absent, Some(_)) => return Err(StoreError::Exists(kind, id.to_string())),
+                    (Expect::Absent, Some(_)) => {
+                        return Err(StoreError::Exists(kind, id.to_string()))
+                    }
                     (Expect::Version(_) | Expect::Exists, None) => {
                         return Err(StoreError::NotFound(kind, id.to_string()))
                     }
-                    (Expect::Version(v), Some(cur)) if *v != cur => return Err(StoreError::OutOfSequence),
+                    (Expect::Version(v), Some(cur)) if *v != cur => {
+                        return Err(StoreError::OutOfSequence)
+                    }
                     _ => {}
                 }
                 if kind == Kind::Cluster {
                     if let Some(c) = &self.cluster {
                         if c.cluster.id != id {
-                            return Err(StoreError::Invalid("the cluster object already exists".into()));
+                            return Err(StoreError::Invalid(
+                                "the cluster object already exists".into(),
+                            ));
                         }
                     }
                 }
                 if let Some(name) = object.unique_name() {
                     if name.is_empty() {
-                        return Err(StoreError::Invalid(format!("{} name must not be empty", kind.as_str())));
+                        return Err(StoreError::Invalid(format!(
+                            "{} name must not be empty",
+                            kind.as_str()
+                        )));
                     }
                     if let Some(owner) = self.name_owner(kind, name) {
                         if owner != id {
@@ -273,7 +303,9 @@ impl Tables {
     fn insert(&mut self, object: Object) -> Option<Object> {
         match object {
             Object::Node(o) => put(&mut self.nodes, o.id.clone(), None, o).map(Object::Node),
-            Object::Service(o) => put(&mut self.services, o.id.clone(), Some(service_name), o).map(Object::Service),
+            Object::Service(o) => {
+                put(&mut self.services, o.id.clone(), Some(service_name), o).map(Object::Service)
+            }
             Object::Task(o) => {
                 let old = put(&mut self.tasks, o.id.clone(), None, o.clone());
                 if let Some(old) = &old {
@@ -284,9 +316,15 @@ impl Tables {
                 index_task(&mut self.tasks_by_node, &o.node_id, &o.id);
                 old.map(Object::Task)
             }
-            Object::Network(o) => put(&mut self.networks, o.id.clone(), Some(network_name), o).map(Object::Network),
-            Object::Secret(o) => put(&mut self.secrets, o.id.clone(), Some(blob_name), o).map(Object::Secret),
-            Object::Config(o) => put(&mut self.configs, o.id.clone(), Some(blob_name), o).map(Object::Config),
+            Object::Network(o) => {
+                put(&mut self.networks, o.id.clone(), Some(network_name), o).map(Object::Network)
+            }
+            Object::Secret(o) => {
+                put(&mut self.secrets, o.id.clone(), Some(blob_name), o).map(Object::Secret)
+            }
+            Object::Config(o) => {
+                put(&mut self.configs, o.id.clone(), Some(blob_name), o).map(Object::Config)
+            }
             Object::Cluster(o) => self
                 .cluster
                 .replace(Arc::new(o))
@@ -353,7 +391,12 @@ impl Tables {
     }
 }
 
-fn put<T: Clone>(table: &mut Table<T>, id: String, name_of: Option<fn(&T) -> String>, obj: T) -> Option<T> {
+fn put<T: Clone>(
+    table: &mut Table<T>,
+    id: String,
+    name_of: Option<fn(&T) -> String>,
+    obj: T,
+) -> Option<T> {
     let new_name = name_of.map(|f| f(&obj));
     let old = table.by_id.insert(id.clone(), Arc::new(obj));
     let old = old.map(|o| Arc::try_unwrap(o).unwrap_or_else(|a| (*a).clone()));
@@ -384,7 +427,10 @@ fn take<T: Clone>(table: &mut Table<T>, id: &str, name_of: Option<fn(&T) -> Stri
 
 fn index_task(index: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
     if !key.is_empty() {
-        index.entry(key.to_string()).or_default().insert(id.to_string());
+        index
+            .entry(key.to_string())
+            .or_default()
+            .insert(id.to_string());
     }
 }
 
@@ -415,7 +461,11 @@ mod tests {
     use shoal_api::{Service, Version};
 
     fn service(id: &str, name: &str, version: u64) -> Object {
-        let mut s = Service { id: id.into(), version: Version { index: version }, ..Default::default() };
+        let mut s = Service {
+            id: id.into(),
+            version: Version { index: version },
+            ..Default::default()
+        };
         s.spec.name = name.into();
         Object::Service(s)
     }
@@ -427,11 +477,29 @@ mod tests {
     #[test]
     fn update_with_stale_version_is_out_of_sequence() {
         let mut t = Tables::default();
-        let (r, _) = t.apply(5, Command { ops: vec![put(service("s1", "web", 0), Expect::Absent)], atomic: true });
+        let (r, _) = t.apply(
+            5,
+            Command {
+                ops: vec![put(service("s1", "web", 0), Expect::Absent)],
+                atomic: true,
+            },
+        );
         assert_eq!(r.results, vec![Ok(5)]);
-        let (r, _) = t.apply(6, Command { ops: vec![put(service("s1", "web", 0), Expect::Version(4))], atomic: true });
+        let (r, _) = t.apply(
+            6,
+            Command {
+                ops: vec![put(service("s1", "web", 0), Expect::Version(4))],
+                atomic: true,
+            },
+        );
         assert_eq!(r.results, vec![Err(StoreError::OutOfSequence)]);
-        let (r, ev) = t.apply(7, Command { ops: vec![put(service("s1", "web2", 0), Expect::Version(5))], atomic: true });
+        let (r, ev) = t.apply(
+            7,
+            Command {
+                ops: vec![put(service("s1", "web2", 0), Expect::Version(5))],
+                atomic: true,
+            },
+        );
         assert_eq!(r.results, vec![Ok(7)]);
         assert!(matches!(ev[0], Event::Updated(..)));
         assert!(t.services.by_name("web").is_none());
@@ -441,9 +509,24 @@ mod tests {
     #[test]
     fn duplicate_name_conflicts() {
         let mut t = Tables::default();
-        t.apply(1, Command { ops: vec![put(service("a", "web", 0), Expect::Absent)], atomic: true });
-        let (r, ev) = t.apply(2, Command { ops: vec![put(service("b", "web", 0), Expect::Absent)], atomic: true });
-        assert_eq!(r.results, vec![Err(StoreError::NameConflict(Kind::Service, "web".into()))]);
+        t.apply(
+            1,
+            Command {
+                ops: vec![put(service("a", "web", 0), Expect::Absent)],
+                atomic: true,
+            },
+        );
+        let (r, ev) = t.apply(
+            2,
+            Command {
+                ops: vec![put(service("b", "web", 0), Expect::Absent)],
+                atomic: true,
+            },
+        );
+        assert_eq!(
+            r.results,
+            vec![Err(StoreError::NameConflict(Kind::Service, "web".into()))]
+        );
         assert!(ev.is_empty());
         assert_eq!(t.services.len(), 1);
     }
@@ -452,7 +535,10 @@ mod tests {
     fn failed_atomic_command_changes_nothing() {
         let mut t = Tables::default();
         let cmd = Command {
-            ops: vec![put(service("a", "one", 0), Expect::Absent), put(service("b", "one", 0), Expect::Absent)],
+            ops: vec![
+                put(service("a", "one", 0), Expect::Absent),
+                put(service("b", "one", 0), Expect::Absent),
+            ],
             atomic: true,
         };
         let (r, ev) = t.apply(1, cmd);
@@ -468,7 +554,11 @@ mod tests {
         let cmd = Command {
             ops: vec![
                 put(service("a", "one", 0), Expect::Absent),
-                Op::Delete { kind: Kind::Service, id: "zzz".into(), expect: None },
+                Op::Delete {
+                    kind: Kind::Service,
+                    id: "zzz".into(),
+                    expect: None,
+                },
             ],
             atomic: false,
         };
@@ -481,14 +571,33 @@ mod tests {
     fn task_indexes_follow_updates_and_snapshots() {
         let mut t = Tables::default();
         let task = |node: &str| {
-            Object::Task(Task { id: "t1".into(), service_id: "s".into(), node_id: node.into(), ..Default::default() })
+            Object::Task(Task {
+                id: "t1".into(),
+                service_id: "s".into(),
+                node_id: node.into(),
+                ..Default::default()
+            })
         };
-        t.apply(1, Command { ops: vec![put(task("n1"), Expect::Absent)], atomic: true });
+        t.apply(
+            1,
+            Command {
+                ops: vec![put(task("n1"), Expect::Absent)],
+                atomic: true,
+            },
+        );
         assert_eq!(t.tasks_on_node("n1").count(), 1);
-        t.apply(2, Command { ops: vec![put(task("n2"), Expect::Any)], atomic: true });
+        t.apply(
+            2,
+            Command {
+                ops: vec![put(task("n2"), Expect::Any)],
+                atomic: true,
+            },
+        );
         assert_eq!(t.tasks_on_node("n1").count(), 0);
         assert_eq!(t.tasks_on_node("n2").count(), 1);
-        let copy = Tables::from_image(serde_json::from_slice(&serde_json::to_vec(&t.image()).unwrap()).unwrap());
+        let copy = Tables::from_image(
+            serde_json::from_slice(&serde_json::to_vec(&t.image()).unwrap()).unwrap(),
+        );
         assert_eq!(copy.tasks_of_service("s").count(), 1);
         assert_eq!(copy.tasks_on_node("n2").count(), 1);
     }

@@ -76,13 +76,23 @@ impl Client {
     }
 
     /// Sends a request; `body` is JSON if given.
-    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<Response> {
-        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<Response> {
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).expect("json"))
+            .unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
             .uri(format!("/v1.41{path}"))
             .header("Host", "shoal")
-            .header("User-Agent", concat!("shoal-cli/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "User-Agent",
+                concat!("shoal-cli/", env!("CARGO_PKG_VERSION")),
+            );
         if !bytes.is_empty() {
             req = req.header("Content-Type", "application/json");
         }
@@ -90,14 +100,19 @@ impl Client {
         let resp = match &self.host {
             Host::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p).await.with_context(|| {
-                    format!("Cannot connect to the shoal daemon at unix://{}. Is the daemon running?", p.display())
+                    format!(
+                        "Cannot connect to the shoal daemon at unix://{}. Is the daemon running?",
+                        p.display()
+                    )
                 })?;
                 send(stream, req).await?
             }
             Host::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a)
-                    .await
-                    .with_context(|| format!("Cannot connect to the shoal daemon at tcp://{a}. Is the daemon running?"))?;
+                let stream = tokio::net::TcpStream::connect(a).await.with_context(|| {
+                    format!(
+                        "Cannot connect to the shoal daemon at tcp://{a}. Is the daemon running?"
+                    )
+                })?;
                 send(stream, req).await?
             }
         };
@@ -118,7 +133,10 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let resp = sender.send_request(req).await.context("the daemon closed the connection")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("the daemon closed the connection")?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(Response { status, body })

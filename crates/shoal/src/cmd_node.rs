@@ -65,7 +65,10 @@ pub enum NodeCmd {
 
 async fn self_id(c: &Client) -> anyhow::Result<String> {
     let info: Value = c.get("/info").await?;
-    Ok(info["Swarm"]["NodeID"].as_str().unwrap_or_default().to_string())
+    Ok(info["Swarm"]["NodeID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 async fn resolve_arg(c: &Client, arg: &str) -> anyhow::Result<String> {
@@ -99,18 +102,34 @@ pub async fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
                 bail!("unsupported --format {f:?}: use json");
             }
             let mut nodes: Vec<Node> = serde_json::from_slice(&resp.body)?;
-            nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname).then(a.id.cmp(&b.id)));
+            nodes.sort_by(|a, b| {
+                a.description
+                    .hostname
+                    .cmp(&b.description.hostname)
+                    .then(a.id.cmp(&b.id))
+            });
             if quiet {
                 for n in nodes {
                     println!("{}", n.id);
                 }
                 return Ok(());
             }
-            let me = if nodes.is_empty() { String::new() } else { self_id(c).await.unwrap_or_default() };
+            let me = if nodes.is_empty() {
+                String::new()
+            } else {
+                self_id(c).await.unwrap_or_default()
+            };
             let mut tw = tabwriter::TabWriter::new(std::io::stdout()).padding(3);
-            writeln!(tw, "ID\tHOSTNAME\tSTATUS\tAVAILABILITY\tMANAGER STATUS\tENGINE VERSION")?;
+            writeln!(
+                tw,
+                "ID\tHOSTNAME\tSTATUS\tAVAILABILITY\tMANAGER STATUS\tENGINE VERSION"
+            )?;
             for n in nodes {
-                let id = if n.id == me { format!("{} *", n.id) } else { n.id.clone() };
+                let id = if n.id == me {
+                    format!("{} *", n.id)
+                } else {
+                    n.id.clone()
+                };
                 let ms = match &n.manager_status {
                     Some(m) if m.leader => "Leader".to_string(),
                     Some(m) => title(&m.reachability),
@@ -144,13 +163,21 @@ pub async fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
                 None => Ok(()),
             }
         }
-        NodeCmd::Update { availability, label_add, label_rm, role, node } => {
+        NodeCmd::Update {
+            availability,
+            label_add,
+            label_rm,
+            role,
+            node,
+        } => {
             let availability = availability
                 .map(|a| match a.as_str() {
                     "active" => Ok(Availability::Active),
                     "pause" => Ok(Availability::Pause),
                     "drain" => Ok(Availability::Drain),
-                    other => Err(anyhow::anyhow!("invalid availability {other:?}: use active, pause or drain")),
+                    other => Err(anyhow::anyhow!(
+                        "invalid availability {other:?}: use active, pause or drain"
+                    )),
                 })
                 .transpose()?;
             let role = role.map(|r| parse_role(&r)).transpose()?;
@@ -189,7 +216,13 @@ pub async fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
             let mut failed = None;
             for n in nodes {
                 let id = resolve_arg(c, &n).await?;
-                let r = c.call("DELETE", &format!("/nodes/{}?force={force}", enc(&id)), None).await?;
+                let r = c
+                    .call(
+                        "DELETE",
+                        &format!("/nodes/{}?force={force}", enc(&id)),
+                        None,
+                    )
+                    .await?;
                 match r.ok() {
                     Ok(()) => println!("{n}"),
                     Err(e) => {
@@ -214,18 +247,30 @@ fn parse_role(r: &str) -> anyhow::Result<NodeRole> {
     }
 }
 
-async fn update(c: &Client, node: &str, f: impl FnOnce(&mut Node) -> anyhow::Result<()>) -> anyhow::Result<Node> {
+async fn update(
+    c: &Client,
+    node: &str,
+    f: impl FnOnce(&mut Node) -> anyhow::Result<()>,
+) -> anyhow::Result<Node> {
     let id = resolve_arg(c, node).await?;
     let mut n: Node = c.get(&format!("/nodes/{}", enc(&id))).await?;
     f(&mut n)?;
     let body = serde_json::to_value(&n.spec)?;
-    c.call("POST", &format!("/nodes/{}/update?version={}", n.id, n.version.index), Some(body)).await?.ok()?;
+    c.call(
+        "POST",
+        &format!("/nodes/{}/update?version={}", n.id, n.version.index),
+        Some(body),
+    )
+    .await?
+    .ok()?;
     Ok(n)
 }
 
 async fn change_roles(c: &Client, nodes: Vec<String>, role: NodeRole) -> anyhow::Result<()> {
     for node in nodes {
-        let n: Node = c.get(&format!("/nodes/{}", enc(&resolve_arg(c, &node).await?))).await?;
+        let n: Node = c
+            .get(&format!("/nodes/{}", enc(&resolve_arg(c, &node).await?)))
+            .await?;
         if n.spec.role == role {
             println!("Node {node} is already a {}.", role.as_str());
             continue;

@@ -13,10 +13,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "A container orchestrator that speaks Docker Swarm's language")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A container orchestrator that speaks Docker Swarm's language"
+)]
 struct Cli {
     /// Daemon API to talk to: unix:///PATH or tcp://HOST:PORT.
-    #[arg(short = 'H', long = "host", env = "SHOAL_HOST", global = true, default_value = "unix:///run/shoal/shoal.sock")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "SHOAL_HOST",
+        global = true,
+        default_value = "unix:///run/shoal/shoal.sock"
+    )]
     host: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -101,7 +111,8 @@ enum Cmd {
 
 /// Parses `500ms`, `2s`, `1m`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 10s, 1m)"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 10s, 1m)"))
 }
 
 fn main() {
@@ -110,13 +121,26 @@ fn main() {
         shoal_agent::process::shim::main();
     }
     let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Init { .. } | Cmd::Join { .. } | Cmd::Daemon { .. } | Cmd::Dev { .. });
+    let daemon = matches!(
+        cli.cmd,
+        Cmd::Init { .. } | Cmd::Join { .. } | Cmd::Daemon { .. } | Cmd::Dev { .. }
+    );
     if daemon {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off,h2=warn,tower=warn,hyper=warn"));
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "info,openraft=off,h2=warn,tower=warn,hyper=warn",
+                )
+            });
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = rt.block_on(async move {
         match run(cli).await {
             Ok(()) => 0,
@@ -133,7 +157,9 @@ fn main() {
 fn start_args(n: NodeFlags, need_listen: bool) -> anyhow::Result<node::StartArgs> {
     let listen_addr = match (n.listen_addr, need_listen) {
         (Some(a), _) => a,
-        (None, true) => anyhow::bail!("--listen-addr is required (IP:PORT for node-to-node traffic)"),
+        (None, true) => {
+            anyhow::bail!("--listen-addr is required (IP:PORT for node-to-node traffic)")
+        }
         (None, false) => String::new(),
     };
     Ok(node::StartArgs {
@@ -148,7 +174,11 @@ fn start_args(n: NodeFlags, need_listen: bool) -> anyhow::Result<node::StartArgs
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = || -> anyhow::Result<Client> { Ok(Client::new(Host::parse(&cli.host)?)) };
     match cli.cmd {
-        Cmd::Init { node: n, heartbeat_period, force_new_cluster } => {
+        Cmd::Init {
+            node: n,
+            heartbeat_period,
+            force_new_cluster,
+        } => {
             if force_new_cluster {
                 return node::force_new_cluster(n.data_dir).await;
             }
@@ -159,9 +189,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             node::init(start_args(n, true)?, heartbeat_period).await
         }
-        Cmd::Join { node: n, token, manager } => node::join(start_args(n, true)?, token, manager).await,
+        Cmd::Join {
+            node: n,
+            token,
+            manager,
+        } => node::join(start_args(n, true)?, token, manager).await,
         Cmd::Daemon { data_dir } => node::daemon(data_dir).await,
-        Cmd::Dev { data_dir, api_socket } => node::dev(data_dir, api_socket).await,
+        Cmd::Dev {
+            data_dir,
+            api_socket,
+        } => node::dev(data_dir, api_socket).await,
         Cmd::Node(c) => cmd_node::run(&client()?, c).await,
         Cmd::Swarm(c) => cmd_swarm::run(&client()?, c).await,
         Cmd::Info { format } => cmd_swarm::info(&client()?, format.as_deref()).await,

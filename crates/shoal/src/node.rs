@@ -17,7 +17,9 @@ use shoal_manager::{Bootstrap, Manager, ManagerConfig};
 use shoal_net::pki::{NodeKeyPair, Role, RootCa};
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_net::rpc::pb::{cluster_server::ClusterServer, raft_server::RaftServer};
-use shoal_net::rpc::{msg, DispatcherMessage, JoinRequest, JoinResponse, ManagerAddr, RenewRequest, RenewResponse};
+use shoal_net::rpc::{
+    msg, DispatcherMessage, JoinRequest, JoinResponse, ManagerAddr, RenewRequest, RenewResponse,
+};
 use shoal_net::tls::{self, ReloadableCert, TlsIncoming};
 use shoal_net::token::ParsedToken;
 use shoal_store::ClusterRecord;
@@ -43,7 +45,8 @@ pub struct StartArgs {
 }
 
 fn parse_addr(what: &str, a: &str) -> anyhow::Result<std::net::SocketAddr> {
-    a.parse().with_context(|| format!("invalid {what} {a:?}: expected IP:PORT, e.g. 127.0.0.1:4242"))
+    a.parse()
+        .with_context(|| format!("invalid {what} {a:?}: expected IP:PORT, e.g. 127.0.0.1:4242"))
 }
 
 fn advertise(args: &StartArgs) -> anyhow::Result<String> {
@@ -66,23 +69,41 @@ fn advertise(args: &StartArgs) -> anyhow::Result<String> {
 /// What this machine is.
 pub fn describe(hostname: Option<&str>) -> NodeDescription {
     let hostname = hostname.map(str::to_string).unwrap_or_else(|| {
-        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
     });
-    let ncpu = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<i64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<i64>().ok())
+                })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0);
     NodeDescription {
         hostname,
-        platform: Platform { architecture: std::env::consts::ARCH.into(), os: std::env::consts::OS.into() },
-        resources: Resources { nano_cpus: ncpu * 1_000_000_000, memory_bytes: mem },
-        engine: EngineDescription { engine_version: env!("CARGO_PKG_VERSION").into(), ..Default::default() },
+        platform: Platform {
+            architecture: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+        },
+        resources: Resources {
+            nano_cpus: ncpu * 1_000_000_000,
+            memory_bytes: mem,
+        },
+        engine: EngineDescription {
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        },
         tls_info: None,
         executors: vec!["process".into()],
     }
@@ -103,7 +124,13 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         s
     };
     let host = shoal_manager::ca::host_of(&addr);
-    let cert = ca.issue_node_cert(&node_id, Role::Manager, &cluster_id, spec.node_cert_expiry(), &[host.clone()])?;
+    let cert = ca.issue_node_cert(
+        &node_id,
+        Role::Manager,
+        &cluster_id,
+        spec.node_cert_expiry(),
+        std::slice::from_ref(&host),
+    )?;
     let token = |r| shoal_net::token::JoinToken::generate(&ca.digest_bytes(), r).to_string();
     let now = Timestamp::now();
     let record = ClusterRecord {
@@ -112,10 +139,16 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
             created_at: now,
             updated_at: now,
             spec,
-            tls_info: TlsInfo { trust_root: ca.cert_pem.clone(), ..Default::default() },
+            tls_info: TlsInfo {
+                trust_root: ca.cert_pem.clone(),
+                ..Default::default()
+            },
             subnet_size: 24,
             data_path_port: 4789,
-            join_tokens: shoal_api::JoinTokens { worker: token(Role::Worker), manager: token(Role::Manager) },
+            join_tokens: shoal_api::JoinTokens {
+                worker: token(Role::Worker),
+                manager: token(Role::Manager),
+            },
             ..Default::default()
         },
         ca_cert_pem: ca.cert_pem.clone(),
@@ -125,10 +158,20 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         id: node_id.clone(),
         created_at: now,
         updated_at: now,
-        spec: NodeSpec { role: NodeRole::Manager, ..Default::default() },
+        spec: NodeSpec {
+            role: NodeRole::Manager,
+            ..Default::default()
+        },
         description: describe(args.hostname.as_deref()),
-        status: NodeStatus { state: Liveness::Ready, message: String::new(), addr: host },
-        manager_status: Some(ManagerStatus { addr: addr.clone(), ..Default::default() }),
+        status: NodeStatus {
+            state: Liveness::Ready,
+            message: String::new(),
+            addr: host,
+        },
+        manager_status: Some(ManagerStatus {
+            addr: addr.clone(),
+            ..Default::default()
+        }),
         raft_id,
         addr: addr.clone(),
         ..Default::default()
@@ -139,7 +182,10 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         cluster_id,
         listen_addr: args.listen_addr.clone(),
         advertise_addr: addr.clone(),
-        api_socket: args.api_socket.clone().unwrap_or_else(|| args.data_dir.join("shoal.sock")),
+        api_socket: args
+            .api_socket
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("shoal.sock")),
         raft_id,
         managers: vec![ManagerAddr { node_id, addr }],
         hostname_override: args.hostname.clone(),
@@ -161,7 +207,12 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
     let (cfg, capture) = tls::pinned_client_config(&parsed.ca_digest)?;
     let channel = tls::connect_channel(&manager, cfg)?;
     let mut client = ClusterClient::new(channel);
-    let req = JoinRequest { token, csr_pem: key.csr_pem()?, addr: addr.clone(), description: describe(args.hostname.as_deref()) };
+    let req = JoinRequest {
+        token,
+        csr_pem: key.csr_pem()?,
+        addr: addr.clone(),
+        description: describe(args.hostname.as_deref()),
+    };
     let resp = tokio::time::timeout(Duration::from_secs(20), client.join(msg(&req)))
         .await
         .map_err(|_| anyhow::anyhow!("timed out joining through {manager}"))?
@@ -175,8 +226,11 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
                 anyhow::anyhow!("join refused: {}", s.message())
             }
         })?;
-    let resp: JoinResponse = shoal_net::rpc::parse(resp.get_ref()).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-    let ca_pem = capture.root_matching(&parsed.ca_digest).unwrap_or(resp.ca_pem.clone());
+    let resp: JoinResponse = shoal_net::rpc::parse(resp.get_ref())
+        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+    let ca_pem = capture
+        .root_matching(&parsed.ca_digest)
+        .unwrap_or(resp.ca_pem.clone());
     if !parsed.matches_ca(&shoal_net::pki::certs_from_pem(&ca_pem)?[0]) {
         bail!("the manager's root CA does not match the token");
     }
@@ -188,7 +242,10 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
         cluster_id: resp.cluster_id.clone(),
         listen_addr: args.listen_addr.clone(),
         advertise_addr: addr,
-        api_socket: args.api_socket.clone().unwrap_or_else(|| args.data_dir.join("shoal.sock")),
+        api_socket: args
+            .api_socket
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("shoal.sock")),
         raft_id: resp.raft_id,
         managers: resp.managers.clone(),
         hostname_override: args.hostname.clone(),
@@ -210,7 +267,10 @@ pub async fn force_new_cluster(data_dir: PathBuf) -> anyhow::Result<()> {
     let dir = DataDir::new(&data_dir);
     let state = dir.load()?;
     if state.role != NodeRole::Manager || state.raft_id == 0 {
-        bail!("--force-new-cluster needs the data dir of a manager; {} is a worker's", data_dir.display());
+        bail!(
+            "--force-new-cluster needs the data dir of a manager; {} is a worker's",
+            data_dir.display()
+        );
     }
     run(dir, Bootstrap::ForceNewCluster).await
 }
@@ -230,7 +290,9 @@ struct Control {
 
 impl NodeControl for Control {
     fn leave(&self, _force: bool) -> Result<(), ApiError> {
-        self.tx.send(Request::Leave).map_err(|_| ApiError::internal("the node is shutting down"))
+        self.tx
+            .send(Request::Leave)
+            .map_err(|_| ApiError::internal("the node is shutting down"))
     }
 }
 
@@ -270,7 +332,9 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
     let grpc = {
         let services = manager.as_ref().map(|m| m.services());
         let raft = services.clone().map(|s| {
-            RaftServer::new(s).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30)
+            RaftServer::new(s)
+                .max_decoding_message_size(1 << 30)
+                .max_encoding_message_size(1 << 30)
         });
         let cluster = services.map(|s| ClusterServer::new(s).max_decoding_message_size(256 << 20));
         let incoming = TlsIncoming::new(listener, server_cfg);
@@ -312,7 +376,9 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
             .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
         let t = token.clone();
         tokio::spawn(async move {
-            if let Err(e) = shoal_manager::api::serve(listener, api_state, t.cancelled_owned()).await {
+            if let Err(e) =
+                shoal_manager::api::serve(listener, api_state, t.cancelled_owned()).await
+            {
                 tracing::error!("control API on {}: {e}", path.display());
             }
         })
@@ -332,7 +398,13 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
         token.clone(),
     );
     tokio::spawn(session);
-    spawn_cert_renewal(dir.clone(), reload.clone(), managers.clone(), manager_cfg.clone(), token.clone());
+    spawn_cert_renewal(
+        dir.clone(),
+        reload.clone(),
+        managers.clone(),
+        manager_cfg.clone(),
+        token.clone(),
+    );
 
     tracing::info!(
         node = %state.node_id, role = state.role.as_str(), addr = %state.advertise_addr,
@@ -407,10 +479,15 @@ async fn renew(
             }
         };
         let mut client = ClusterClient::new(channel);
-        match client.renew_cert(msg(&RenewRequest { csr_pem: key.csr_pem()? })).await {
+        match client
+            .renew_cert(msg(&RenewRequest {
+                csr_pem: key.csr_pem()?,
+            }))
+            .await
+        {
             Ok(resp) => {
-                let resp: RenewResponse =
-                    shoal_net::rpc::parse(resp.get_ref()).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+                let resp: RenewResponse = shoal_net::rpc::parse(resp.get_ref())
+                    .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
                 let (ca, _, _) = dir.load_certs()?;
                 let mut state = dir.load()?;
                 if state.role != resp.role || state.raft_id != resp.raft_id {
@@ -441,7 +518,10 @@ fn spawn_cert_renewal(
     tokio::spawn(async move {
         loop {
             let Some(id) = reload.identity() else { return };
-            let wait = id.renewal_instant().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            let wait = id
+                .renewal_instant()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
@@ -471,18 +551,25 @@ fn spawn_cert_renewal(
 /// `shoal dev`: a one-node cluster in the foreground (re-used if the data dir exists).
 pub async fn dev(data_dir: PathBuf, api_socket: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = DataDir::new(&data_dir);
-    let socket = api_socket.clone().unwrap_or_else(|| data_dir.join("shoal.sock"));
+    let socket = api_socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join("shoal.sock"));
     let abs = std::path::absolute(&socket).unwrap_or(socket.clone());
     println!("shoal dev: a one-node cluster (manager + agent).");
     println!("  API:   unix://{}", abs.display());
     println!("  Try:   export SHOAL_HOST=unix://{}", abs.display());
     println!("         shoal node ls");
-    println!("  Stop:  Ctrl-C (state stays in {}; run again to resume)", data_dir.display());
+    println!(
+        "  Stop:  Ctrl-C (state stays in {}; run again to resume)",
+        data_dir.display()
+    );
     if dir.exists() {
         return run(dir, Bootstrap::Member).await;
     }
     // Pick a free loopback port for node-to-node traffic.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let args = StartArgs {
         data_dir,
         listen_addr: format!("127.0.0.1:{port}"),

@@ -48,7 +48,9 @@ pub struct DataDir {
 impl DataDir {
     /// A data dir at `root`.
     pub fn new(root: &Path) -> DataDir {
-        DataDir { root: root.to_path_buf() }
+        DataDir {
+            root: root.to_path_buf(),
+        }
     }
 
     fn node_json(&self) -> PathBuf {
@@ -81,16 +83,24 @@ impl DataDir {
             );
         }
         if self.exists() {
-            bail!("the data dir {} holds an unreadable node.json; use an empty directory", self.root.display());
+            bail!(
+                "the data dir {} holds an unreadable node.json; use an empty directory",
+                self.root.display()
+            );
         }
         Ok(())
     }
 
     /// Reads `node.json`.
     pub fn load(&self) -> anyhow::Result<NodeState> {
-        let bytes = std::fs::read(self.node_json())
-            .with_context(|| format!("{} is not a shoal data dir (no node.json); use `shoal init` or `shoal join`", self.root.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", self.node_json().display()))
+        let bytes = std::fs::read(self.node_json()).with_context(|| {
+            format!(
+                "{} is not a shoal data dir (no node.json); use `shoal init` or `shoal join`",
+                self.root.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", self.node_json().display()))
     }
 
     /// Writes `node.json` atomically.
@@ -101,7 +111,8 @@ impl DataDir {
     /// Reads (ca, cert, key) PEMs.
     pub fn load_certs(&self) -> anyhow::Result<(String, String, String)> {
         let read = |n: &str| {
-            std::fs::read_to_string(self.certs().join(n)).with_context(|| format!("reading {}", self.certs().join(n).display()))
+            std::fs::read_to_string(self.certs().join(n))
+                .with_context(|| format!("reading {}", self.certs().join(n).display()))
         };
         Ok((read("ca.pem")?, read("node.pem")?, read("node.key")?))
     }

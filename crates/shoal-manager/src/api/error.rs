@@ -18,7 +18,10 @@ pub struct ApiError {
 impl ApiError {
     /// A status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     /// 400.
@@ -53,7 +56,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "message": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -69,7 +76,9 @@ impl From<StoreError> for ApiError {
             StoreError::NameConflict(..) | StoreError::Exists(..) => {
                 format!("rpc error: code = AlreadyExists desc = {e}")
             }
-            StoreError::OutOfSequence => "rpc error: code = Unknown desc = update out of sequence".to_string(),
+            StoreError::OutOfSequence => {
+                "rpc error: code = Unknown desc = update out of sequence".to_string()
+            }
             _ => e.to_string(),
         };
         ApiError::new(status, message)
@@ -94,22 +103,30 @@ impl From<WriteFailure> for ApiError {
 /// Parses a JSON body; a malformed one is a 400 with serde's explanation.
 pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("request body is empty: a JSON object is required"));
+        return Err(ApiError::bad_request(
+            "request body is empty: a JSON object is required",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Parses a `?version=N` query value.
 pub fn version_param(v: Option<&String>) -> Result<u64, ApiError> {
     match v {
-        None => Err(ApiError::bad_request("the version query parameter is required")),
-        Some(s) => s
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid version {s:?}: expected a number"))),
+        None => Err(ApiError::bad_request(
+            "the version query parameter is required",
+        )),
+        Some(s) => s.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid version {s:?}: expected a number"))
+        }),
     }
 }
 
 /// Parses a boolean query value as Docker does (1/true/…).
 pub fn bool_param(v: Option<&String>) -> bool {
-    matches!(v.map(|s| s.to_ascii_lowercase()).as_deref(), Some("1" | "true" | "yes"))
+    matches!(
+        v.map(|s| s.to_ascii_lowercase()).as_deref(),
+        Some("1" | "true" | "yes")
+    )
 }

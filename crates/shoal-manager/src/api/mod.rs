@@ -79,7 +79,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))
         .route("/swarm/leave", post(swarm::leave))
-        .route("/__shoal/bad-version/{v}", get(system::bad_version).post(system::bad_version).delete(system::bad_version))
+        .route(
+            "/__shoal/bad-version/{v}",
+            get(system::bad_version)
+                .post(system::bad_version)
+                .delete(system::bad_version),
+        )
         .fallback(system::not_found)
         .with_state(state)
 }
@@ -90,9 +95,16 @@ pub fn strip_version(mut req: Request) -> Request {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some((ver, tail)) = rest.split_once('/') {
-            if ver.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            if ver
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            {
                 let ok = version_supported(ver);
-                let new_path = if ok { format!("/{tail}") } else { format!("/__shoal/bad-version/{ver}") };
+                let new_path = if ok {
+                    format!("/{tail}")
+                } else {
+                    format!("/__shoal/bad-version/{ver}")
+                };
                 let pq = match req.uri().query() {
                     Some(q) => format!("{new_path}?{q}"),
                     None => new_path,
@@ -112,7 +124,11 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 }
 
 fn version_supported(v: &str) -> bool {
-    match (parse_version(v), parse_version(API_VERSION), parse_version(MIN_API_VERSION)) {
+    match (
+        parse_version(v),
+        parse_version(API_VERSION),
+        parse_version(MIN_API_VERSION),
+    ) {
         (Some(v), Some(max), Some(min)) => v >= min && v <= max,
         _ => false,
     }
@@ -124,7 +140,10 @@ pub fn add_headers(mut resp: Response<Body>) -> Response<Body> {
     h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     h.insert("Ostype", HeaderValue::from_static("linux"));
-    h.insert("Server", HeaderValue::from_static(concat!("shoal/", env!("CARGO_PKG_VERSION"), " (linux)")));
+    h.insert(
+        "Server",
+        HeaderValue::from_static(concat!("shoal/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
     resp
 }
 
@@ -143,7 +162,11 @@ pub async fn serve_unix(
 }
 
 /// Serves the API on any axum listener.
-pub async fn serve<L>(listener: L, state: ApiState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+pub async fn serve<L>(
+    listener: L,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
@@ -152,8 +175,11 @@ where
     let app = router(state);
     let app = tower::util::MapResponseLayer::new(add_headers).layer(app);
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }

@@ -20,19 +20,31 @@ pub fn resolve(t: &Tables, key: &str) -> Result<Arc<Node>, ApiError> {
     if let Some(n) = t.nodes.get(key) {
         return Ok(n.clone());
     }
-    let by_name: Vec<_> = t.nodes.iter().filter(|n| n.spec.name == key || n.description.hostname == key).collect();
+    let by_name: Vec<_> = t
+        .nodes
+        .iter()
+        .filter(|n| n.spec.name == key || n.description.hostname == key)
+        .collect();
     match by_name.len() {
         1 => return Ok(by_name[0].clone()),
         n if n > 1 => {
-            return Err(ApiError::bad_request(format!("node {key} is ambiguous ({n} matches found)")))
+            return Err(ApiError::bad_request(format!(
+                "node {key} is ambiguous ({n} matches found)"
+            )))
         }
         _ => {}
     }
-    let by_prefix: Vec<_> = if key.is_empty() { Vec::new() } else { t.nodes.with_prefix(key).collect() };
+    let by_prefix: Vec<_> = if key.is_empty() {
+        Vec::new()
+    } else {
+        t.nodes.with_prefix(key).collect()
+    };
     match by_prefix.len() {
         0 => Err(ApiError::not_found(format!("node {key} not found"))),
         1 => Ok(by_prefix[0].clone()),
-        n => Err(ApiError::bad_request(format!("node {key} is ambiguous ({n} matches found)"))),
+        n => Err(ApiError::bad_request(format!(
+            "node {key} is ambiguous ({n} matches found)"
+        ))),
     }
 }
 
@@ -61,18 +73,29 @@ pub fn present(m: &Manager, n: &Node) -> Node {
 
 /// Parses Docker's `filters` query parameter (`{"key":{"value":true}}` or `{"key":["value"]}`).
 pub fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let Some(raw) = q.get("filters") else { return Ok(HashMap::new()) };
+    let Some(raw) = q.get("filters") else {
+        return Ok(HashMap::new());
+    };
     if raw.is_empty() {
         return Ok(HashMap::new());
     }
-    let v: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| ApiError::bad_request("invalid filter: expected a JSON object"))?;
+    let v: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid filter: expected a JSON object"))?;
     let mut out = HashMap::new();
     for (k, vals) in obj {
         let list: Vec<String> = match vals {
-            serde_json::Value::Object(m) => m.iter().filter(|(_, b)| b.as_bool() != Some(false)).map(|(s, _)| s.clone()).collect(),
-            serde_json::Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .filter(|(_, b)| b.as_bool() != Some(false))
+                .map(|(s, _)| s.clone())
+                .collect(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
             _ => return Err(ApiError::bad_request(format!("invalid filter {k:?}"))),
         };
         out.insert(k.clone(), list);
@@ -88,7 +111,10 @@ fn label_matches(labels: &shoal_api::Labels, filter: &str) -> bool {
 }
 
 /// `GET /nodes`.
-pub async fn list(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<Node>>, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Node>>, ApiError> {
     let m = s.manager()?;
     let f = filters(&q)?;
     for k in f.keys() {
@@ -96,23 +122,44 @@ pub async fn list(State(s): State<ApiState>, Query(q): Query<HashMap<String, Str
             return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
         }
     }
-    let nodes: Vec<Node> = m.store.view(|t| t.nodes.iter().map(|n| (**n).clone()).collect());
+    let nodes: Vec<Node> = m
+        .store
+        .view(|t| t.nodes.iter().map(|n| (**n).clone()).collect());
     let out = nodes
         .iter()
-        .filter(|n| f.get("id").is_none_or(|ids| ids.iter().any(|i| n.id.starts_with(i.as_str()))))
         .filter(|n| {
-            f.get("name").is_none_or(|ns| ns.iter().any(|x| *x == n.spec.name || *x == n.description.hostname))
+            f.get("id")
+                .is_none_or(|ids| ids.iter().any(|i| n.id.starts_with(i.as_str())))
         })
-        .filter(|n| f.get("role").is_none_or(|r| r.iter().any(|x| x == n.spec.role.as_str())))
-        .filter(|_| f.get("membership").is_none_or(|r| r.iter().any(|x| x == "accepted")))
-        .filter(|n| f.get("node.label").or(f.get("label")).is_none_or(|ls| ls.iter().all(|l| label_matches(&n.spec.labels, l))))
+        .filter(|n| {
+            f.get("name").is_none_or(|ns| {
+                ns.iter()
+                    .any(|x| *x == n.spec.name || *x == n.description.hostname)
+            })
+        })
+        .filter(|n| {
+            f.get("role")
+                .is_none_or(|r| r.iter().any(|x| x == n.spec.role.as_str()))
+        })
+        .filter(|_| {
+            f.get("membership")
+                .is_none_or(|r| r.iter().any(|x| x == "accepted"))
+        })
+        .filter(|n| {
+            f.get("node.label")
+                .or(f.get("label"))
+                .is_none_or(|ls| ls.iter().all(|l| label_matches(&n.spec.labels, l)))
+        })
         .map(|n| present(m, n))
         .collect();
     Ok(Json(out))
 }
 
 /// `GET /nodes/{id}`.
-pub async fn inspect(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Node>, ApiError> {
+pub async fn inspect(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Node>, ApiError> {
     let m = s.manager()?;
     let n = m.store.view(|t| resolve(t, &id))?;
     Ok(Json(present(m, &n)))
@@ -121,7 +168,11 @@ pub async fn inspect(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
 /// Refuses a change of manager set that would lose the last manager or quorum.
 fn check_quorum(m: &Manager, leaving: &Node, verb: &str) -> Result<(), ApiError> {
     let (total, reachable_after) = m.store.view(|t| {
-        let managers: Vec<_> = t.nodes.iter().filter(|n| n.spec.role == NodeRole::Manager).collect();
+        let managers: Vec<_> = t
+            .nodes
+            .iter()
+            .filter(|n| n.spec.role == NodeRole::Manager)
+            .collect();
         let reachable_after = managers
             .iter()
             .filter(|n| n.id != leaving.id)
@@ -130,7 +181,9 @@ fn check_quorum(m: &Manager, leaving: &Node, verb: &str) -> Result<(), ApiError>
         (managers.len(), reachable_after)
     });
     if total <= 1 {
-        return Err(ApiError::bad_request(format!("attempting to {verb} the last manager of the swarm")));
+        return Err(ApiError::bad_request(format!(
+            "attempting to {verb} the last manager of the swarm"
+        )));
     }
     let remaining = total - 1;
     if reachable_after < remaining / 2 + 1 {
@@ -162,13 +215,24 @@ pub async fn update(
     }
     if old_role == NodeRole::Worker && spec.role == NodeRole::Manager {
         if node.addr.is_empty() {
-            return Err(ApiError::bad_request(format!("node {} has no known address yet and can't be promoted", node.id)));
+            return Err(ApiError::bad_request(format!(
+                "node {} has no known address yet and can't be promoted",
+                node.id
+            )));
         }
-        node.manager_status = Some(ManagerStatus { addr: node.addr.clone(), ..Default::default() });
+        node.manager_status = Some(ManagerStatus {
+            addr: node.addr.clone(),
+            ..Default::default()
+        });
     }
     node.spec = spec;
     node.updated_at = Timestamp::now();
-    writes::commit_one(&m.proposer, Object::Node(node.clone()), Expect::Version(version)).await?;
+    writes::commit_one(
+        &m.proposer,
+        Object::Node(node.clone()),
+        Expect::Version(version),
+    )
+    .await?;
     if old_role != node.spec.role {
         notify_role(&m.dispatcher, &node);
     }

@@ -16,13 +16,17 @@ use std::collections::HashMap;
 /// `GET /swarm`.
 pub async fn inspect(State(s): State<ApiState>) -> Result<Json<Cluster>, ApiError> {
     let m = s.manager()?;
-    let c = m.store.view(|t| t.cluster.clone()).ok_or_else(|| ApiError::internal("no cluster object"))?;
+    let c = m
+        .store
+        .view(|t| t.cluster.clone())
+        .ok_or_else(|| ApiError::internal("no cluster object"))?;
     Ok(Json(c.cluster.clone()))
 }
 
 /// A fresh join token for `role` of the cluster whose root CA is `ca_cert_pem`.
 pub fn new_token(ca_cert_pem: &str, ca_key_pem: &str, role: NodeRole) -> Result<String, ApiError> {
-    let ca = RootCa::from_pem(ca_cert_pem, ca_key_pem).map_err(|e| ApiError::internal(e.to_string()))?;
+    let ca =
+        RootCa::from_pem(ca_cert_pem, ca_key_pem).map_err(|e| ApiError::internal(e.to_string()))?;
     let role = crate::ca::cert_role(role);
     Ok(JoinToken::generate(&ca.digest_bytes(), role).to_string())
 }
@@ -38,20 +42,30 @@ pub async fn update(
     let spec: ClusterSpec = json_body(&body)?;
     if let Some(n) = spec.orchestration.task_history_retention_limit {
         if n < 0 {
-            return Err(ApiError::bad_request(format!("invalid task history retention limit {n}: must be 0 or more")));
+            return Err(ApiError::bad_request(format!(
+                "invalid task history retention limit {n}: must be 0 or more"
+            )));
         }
     }
     if let Some(hb) = spec.dispatcher.heartbeat_period {
         if hb < 0 {
-            return Err(ApiError::bad_request("invalid heartbeat period: must be positive"));
+            return Err(ApiError::bad_request(
+                "invalid heartbeat period: must be positive",
+            ));
         }
     }
-    let mut rec = (*m.store.view(|t| t.cluster.clone()).ok_or_else(|| ApiError::internal("no cluster object"))?).clone();
+    let mut rec = (*m
+        .store
+        .view(|t| t.cluster.clone())
+        .ok_or_else(|| ApiError::internal("no cluster object"))?)
+    .clone();
     if bool_param(q.get("rotateWorkerToken")) {
-        rec.cluster.join_tokens.worker = new_token(&rec.ca_cert_pem, &rec.ca_key_pem, NodeRole::Worker)?;
+        rec.cluster.join_tokens.worker =
+            new_token(&rec.ca_cert_pem, &rec.ca_key_pem, NodeRole::Worker)?;
     }
     if bool_param(q.get("rotateManagerToken")) {
-        rec.cluster.join_tokens.manager = new_token(&rec.ca_cert_pem, &rec.ca_key_pem, NodeRole::Manager)?;
+        rec.cluster.join_tokens.manager =
+            new_token(&rec.ca_cert_pem, &rec.ca_key_pem, NodeRole::Manager)?;
     }
     rec.cluster.spec = spec;
     rec.cluster.updated_at = Timestamp::now();
@@ -60,12 +74,22 @@ pub async fn update(
 }
 
 /// `POST /swarm/leave?force=bool`.
-pub async fn leave(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Result<StatusCode, ApiError> {
+pub async fn leave(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
     let force = bool_param(q.get("force"));
     if let (Some(m), false) = (&s.manager, force) {
         let (managers, reachable) = m.store.view(|t| {
-            let ms: Vec<_> = t.nodes.iter().filter(|n| n.spec.role == NodeRole::Manager).collect();
-            let r = ms.iter().filter(|n| n.status.state == shoal_api::NodeState::Ready).count();
+            let ms: Vec<_> = t
+                .nodes
+                .iter()
+                .filter(|n| n.spec.role == NodeRole::Manager)
+                .collect();
+            let r = ms
+                .iter()
+                .filter(|n| n.status.state == shoal_api::NodeState::Ready)
+                .count();
             (ms.len(), r)
         });
         return Err(ApiError::new(

@@ -10,7 +10,11 @@ use shoal_api::NodeRole;
 
 /// `GET|HEAD /_ping`.
 pub async fn ping(State(state): State<ApiState>) -> impl IntoResponse {
-    let swarm = if state.manager.is_some() { "active/manager" } else { "active/worker" };
+    let swarm = if state.manager.is_some() {
+        "active/manager"
+    } else {
+        "active/worker"
+    };
     (
         [
             (header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
@@ -31,7 +35,9 @@ fn arch() -> &'static str {
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `GET /version`.
@@ -62,7 +68,11 @@ pub async fn version() -> Json<Value> {
 /// `GET /info`: the engine-level fields the CLI reads and the `Swarm` object.
 pub async fn info(State(state): State<ApiState>) -> Json<Value> {
     let local = &state.local;
-    let host = local.addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+    let host = local
+        .addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_default();
     let swarm = match &state.manager {
         Some(m) => {
             let (cluster, nodes, managers, remote) = m.store.view(|t| {
@@ -70,9 +80,18 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
                     .nodes
                     .iter()
                     .filter(|n| n.spec.role == NodeRole::Manager)
-                    .filter_map(|n| n.manager_status.as_ref().map(|s| json!({"NodeID": n.id, "Addr": s.addr})))
+                    .filter_map(|n| {
+                        n.manager_status
+                            .as_ref()
+                            .map(|s| json!({"NodeID": n.id, "Addr": s.addr}))
+                    })
                     .collect();
-                (t.cluster.as_ref().map(|c| c.cluster.clone()), t.nodes.len(), managers.len(), managers)
+                (
+                    t.cluster.as_ref().map(|c| c.cluster.clone()),
+                    t.nodes.len(),
+                    managers.len(),
+                    managers,
+                )
             });
             let cluster = cluster.map(|mut c| {
                 c.join_tokens = Default::default();
@@ -89,8 +108,11 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
             })
         }
         None => {
-            let remote: Vec<Value> =
-                local.managers.iter().map(|m| json!({"NodeID": m.node_id, "Addr": m.addr})).collect();
+            let remote: Vec<Value> = local
+                .managers
+                .iter()
+                .map(|m| json!({"NodeID": m.node_id, "Addr": m.addr}))
+                .collect();
             json!({
                 "NodeID": local.node_id, "NodeAddr": host, "LocalNodeState": "active",
                 "ControlAvailable": false, "Error": "", "RemoteManagers": remote,

@@ -1,0 +1,325 @@
+//! Cluster core, end to end: real daemons on loopback.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn three_plus_two() -> Cluster {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    c.join("w1", "worker", 0);
+    c.join("w2", "worker", 1);
+    c
+}
+
+fn ready_count(c: &Cluster, via: usize) -> Option<usize> {
+    let nodes = c.nodes[via].nodes()?;
+    Some(
+        nodes
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count(),
+    )
+}
+
+#[test]
+fn three_managers_and_two_workers_agree_and_survive_leader_loss() {
+    let mut c = three_plus_two();
+    for m in 0..3 {
+        wait_for("5 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 5).then_some(())
+        });
+        let nodes = c.nodes[m].nodes().unwrap();
+        let managers = nodes
+            .iter()
+            .filter(|n| n["Spec"]["Role"] == "manager")
+            .count();
+        assert_eq!(managers, 3, "manager {m} sees 3 managers");
+    }
+    // Every manager agrees on who leads.
+    let leader = wait_for("a leader", T, || c.leader(0));
+    assert_eq!(c.leader(1), Some(leader));
+    assert_eq!(c.leader(2), Some(leader));
+
+    c.nodes[leader].kill();
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    // Writes succeed again through a surviving manager.
+    wait_for("a write through a surviving manager", T, || {
+        c.nodes[other]
+            .cli(&["node", "update", "--label-add", "after=kill", "w1"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let new_leader = wait_for("a new leader", T, || {
+        c.leader(other).filter(|l| *l != leader)
+    });
+    assert_ne!(new_leader, leader);
+
+    // The old leader rejoins when restarted and sees the write.
+    c.nodes[leader].restart();
+    wait_for("old leader back and up to date", T, || {
+        let nodes = c.nodes[leader].nodes()?;
+        let w1 = nodes
+            .iter()
+            .find(|n| n["Description"]["Hostname"] == "w1")?;
+        (w1["Spec"]["Labels"]["after"] == "kill").then_some(())
+    });
+    wait_for("old leader ready again", T, || {
+        (c.state_of(new_leader, &c.nodes[leader].name)? == "ready").then_some(())
+    });
+}
+
+#[test]
+fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    c.join("w1", "worker", 0);
+    wait_for("4 ready", T, || (ready_count(&c, 0)? == 4).then_some(()));
+    c.nodes[0].ok(&["node", "update", "--label-add", "zone=a", "w1"]);
+    c.nodes[0].ok(&["swarm", "update", "--task-history-limit", "3"]);
+    let before: Vec<String> = {
+        let mut ids: Vec<String> = c.nodes[0]
+            .nodes()
+            .unwrap()
+            .iter()
+            .map(|n| n["ID"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    for d in &mut c.nodes {
+        d.kill();
+    }
+    for i in 0..c.nodes.len() {
+        c.nodes[i].restart();
+    }
+    wait_for("all 4 ready after full restart", T, || {
+        (ready_count(&c, 1)? == 4).then_some(())
+    });
+    let mut after: Vec<String> = c.nodes[1]
+        .nodes()
+        .unwrap()
+        .iter()
+        .map(|n| n["ID"].as_str().unwrap().to_string())
+        .collect();
+    after.sort();
+    assert_eq!(before, after);
+    let w1 = c.nodes[2].ok(&["node", "inspect", "w1"]);
+    assert!(w1.contains("\"zone\": \"a\""), "label survived: {w1}");
+    let info = c.nodes[0].ok(&["info", "--format", "json"]);
+    assert!(
+        info.contains("\"TaskHistoryRetentionLimit\": 3"),
+        "cluster setting survived: {info}"
+    );
+}
+
+#[test]
+fn killed_worker_goes_down_and_comes_back_ready_and_a_short_stop_is_not_down() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    c.join("w2", "worker", 0);
+    wait_for("3 ready", T, || (ready_count(&c, 0)? == 3).then_some(()));
+
+    // SIGSTOP for less than the grace (3 × 500 ms): never DOWN.
+    c.nodes[2].signal(SIGSTOP);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            c.state_of(0, "w2").as_deref(),
+            Some("ready"),
+            "w2 must not be marked down while briefly stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.nodes[2].signal(SIGCONT);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.state_of(0, "w2").as_deref(), Some("ready"));
+
+    c.nodes[1].kill();
+    wait_for("w1 down", T, || {
+        (c.state_of(0, "w1")? == "down").then_some(())
+    });
+    c.nodes[1].restart();
+    wait_for("w1 ready again", T, || {
+        (c.state_of(0, "w1")? == "ready").then_some(())
+    });
+}
+
+#[test]
+fn wrong_and_foreign_tokens_and_bad_addresses_are_refused() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    let mut other = Cluster::new();
+    other.init("x1", &[]);
+    let good = c.nodes[0]
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let foreign = other.nodes[0]
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let manager = c.nodes[0].addr.clone();
+
+    // Right CA, wrong secret.
+    let (digest, _) = good.rsplit_once('-').unwrap();
+    let wrong = format!("{digest}-0000000000000000000000000");
+    let out = c.join_expect_failure("bad1", &wrong, &manager);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid join token"),
+        "{:?}",
+        out
+    );
+
+    // Another cluster's token: the CA digest does not match, nothing is sent.
+    let out = c.join_expect_failure("bad2", &foreign, &manager);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach a manager of this cluster") || err.contains("CA"),
+        "{err}"
+    );
+
+    // Malformed token, malformed and unreachable addresses.
+    let out = c.join_expect_failure("bad3", "SWMTKN-2-abc", &manager);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid join token"),
+        "{out:?}"
+    );
+    let out = c.join_expect_failure("bad4", &good, "not-an-address");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid manager address"),
+        "{out:?}"
+    );
+    let out = c.join_expect_failure("bad5", &good, &format!("127.0.0.1:{}", free_port()));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{out:?}"
+    );
+
+    // A rotated token no longer admits anyone; the new one does.
+    c.nodes[0].ok(&["swarm", "join-token", "--rotate", "worker"]);
+    let out = c.join_expect_failure("bad6", &good, &manager);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid join token"),
+        "{out:?}"
+    );
+    c.join("w1", "worker", 0);
+
+    // A data dir that belongs to a cluster can't be reused.
+    let dir = c.nodes[1].dir.display().to_string();
+    let out = std::process::Command::new(bin())
+        .args([
+            "init",
+            "--data-dir",
+            &dir,
+            "--listen-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already belongs to cluster"),
+        "{out:?}"
+    );
+
+    // Only one worker joined; the daemons are still fine.
+    assert_eq!(c.nodes[0].nodes().unwrap().len(), 2);
+}
+
+#[test]
+fn promote_and_demote_round_trip() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    wait_for("2 ready", T, || (ready_count(&c, 0)? == 2).then_some(()));
+
+    // The last manager can't be demoted.
+    let out = c.nodes[0].cli(&["node", "demote", "m1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last manager"),
+        "{out:?}"
+    );
+
+    c.nodes[0].ok(&["node", "promote", "w1"]);
+    // w1 becomes a manager: its own API then answers cluster calls, and it is reachable.
+    wait_for("w1 serving as a manager", T, || {
+        let nodes = c.nodes[1].nodes()?;
+        let w1 = nodes
+            .iter()
+            .find(|n| n["Description"]["Hostname"] == "w1")?;
+        (w1["ManagerStatus"]["Reachability"] == "reachable" && w1["Status"]["State"] == "ready")
+            .then_some(())
+    });
+    c.nodes[1].ok(&["node", "update", "--label-add", "via=w1", "m1"]);
+
+    c.nodes[0].ok(&["node", "demote", "w1"]);
+    wait_for("w1 back to worker", T, || {
+        let out = c.nodes[1].cli(&["node", "ls"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (!out.status.success() && err.contains("not a swarm manager")).then_some(())
+    });
+    let nodes = c.nodes[0].nodes().unwrap();
+    let w1 = nodes
+        .iter()
+        .find(|n| n["Description"]["Hostname"] == "w1")
+        .unwrap();
+    assert_eq!(w1["Spec"]["Role"], "worker");
+    assert!(w1.get("ManagerStatus").is_none());
+    wait_for("w1 ready as a worker", T, || {
+        (c.state_of(0, "w1")? == "ready").then_some(())
+    });
+}
+
+#[test]
+fn force_new_cluster_recovers_from_losing_two_of_three_managers() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    c.join("w1", "worker", 0);
+    wait_for("4 ready", T, || (ready_count(&c, 0)? == 4).then_some(()));
+    c.nodes[0].ok(&["node", "update", "--label-add", "keep=me", "w1"]);
+    wait_for("label replicated to m3", T, || {
+        c.nodes[2]
+            .ok(&["node", "inspect", "w1"])
+            .contains("\"keep\": \"me\"")
+            .then_some(())
+    });
+
+    for i in 0..3 {
+        c.nodes[i].kill();
+    }
+    let dir = c.nodes[2].dir.display().to_string();
+    c.nodes[2].start(&["init", "--force-new-cluster", "--data-dir", &dir]);
+    let m3 = 2;
+    let mut c2 = c;
+    wait_for("m3 leads alone", T, || (c2.leader(m3)? == m3).then_some(()));
+    c2.nodes[m3].ok(&["node", "update", "--label-add", "after=force", "w1"]);
+    let w1 = c2.nodes[m3].ok(&["node", "inspect", "w1"]);
+    assert!(w1.contains("\"keep\": \"me\""), "objects kept: {w1}");
+    wait_for("w1 ready under the new cluster", T, || {
+        (c2.state_of(m3, "w1")? == "ready").then_some(())
+    });
+    // New managers can join the recovered cluster.
+    c2.join("m4", "manager", m3);
+    wait_for("m4 reachable", T, || {
+        let nodes = c2.nodes[m3].nodes()?;
+        let m4 = nodes
+            .iter()
+            .find(|n| n["Description"]["Hostname"] == "m4")?;
+        (m4["ManagerStatus"]["Reachability"] == "reachable").then_some(())
+    });
+}
