@@ -1,6 +1,8 @@
 //! openraft's own storage conformance suite, run against the redb log store
 //! and the state machine.
 
+#![allow(clippy::result_large_err)]
+
 use openraft::testing::{StoreBuilder, Suite};
 use shoal_store::{LogStore, StateMachine, StorageError, TypeConfig};
 
