@@ -1,5 +1,7 @@
 //! shoal-agent: the node agent (dispatcher session, task controllers) and
 //! the executors that run tasks on this node.
 
+pub mod docker;
 pub mod process;
 pub mod session;
+pub mod worker;

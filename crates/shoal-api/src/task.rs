@@ -57,6 +57,14 @@ pub struct Task {
         skip_serializing_if = "Option::is_none"
     )]
     pub job_iteration: Option<Version>,
+    /// shoal extension: when earlier tasks of this slot were restarted
+    /// (for the restart policy's max attempts within its window).
+    #[serde(
+        rename = "ShoalRestarts",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub restarts: Vec<Timestamp>,
     /// shoal extension: the service's `Version.Index` the spec was taken from.
     #[serde(
         rename = "ShoalSpecVersion",

@@ -147,8 +147,7 @@ impl Dispatcher {
                 managers,
             })
             .await;
-        let tasks = self.assignments_of(node_id);
-        let _ = tx.send(DispatcherMessage::Assignments { tasks }).await;
+        let _ = tx.send(self.assignments_of(node_id)).await;
         Ok((id, rx))
     }
 
@@ -190,15 +189,25 @@ impl Dispatcher {
         })
     }
 
-    fn assignments_of(&self, node_id: &str) -> Vec<Task> {
+    fn assignments_of(&self, node_id: &str) -> DispatcherMessage {
         self.store.view(|t| {
-            t.tasks_on_node(node_id)
+            let tasks: Vec<Task> = t
+                .tasks_on_node(node_id)
                 .filter(|task| {
                     task.status.state >= TaskState::Assigned
                         || task.desired_state > TaskState::Running
                 })
                 .map(|task| (**task).clone())
-                .collect()
+                .collect();
+            let services = tasks
+                .iter()
+                .filter_map(|task| {
+                    t.services
+                        .get(&task.service_id)
+                        .map(|s| (s.id.clone(), s.spec.name.clone()))
+                })
+                .collect();
+            DispatcherMessage::Assignments { tasks, services }
         })
     }
 
@@ -326,8 +335,8 @@ impl Dispatcher {
                 dirty.into_iter().collect()
             };
             for node in targets {
-                let tasks = self.assignments_of(&node);
-                self.notify(&node, DispatcherMessage::Assignments { tasks });
+                let m = self.assignments_of(&node);
+                self.notify(&node, m);
             }
         }
     }

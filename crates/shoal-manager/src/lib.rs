@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod grpc;
 pub mod manager;
 pub mod membership;
+pub mod orchestrator;
 pub mod peers;
 pub mod proposer;
 pub mod raft_net;

@@ -6,7 +6,7 @@ use crate::grpc::Services;
 use crate::peers::Peers;
 use crate::proposer::Proposer;
 use crate::raft_net::Network;
-use crate::{membership, writes};
+use crate::{membership, orchestrator, writes};
 use openraft::storage::RaftLogStorage;
 use openraft::{EntryPayload, LeaderId, LogId, Membership, ServerState};
 use shoal_api::{Node, Timestamp};
@@ -210,6 +210,11 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
                 let t = token.child_token();
                 m.dispatcher.activate();
                 tokio::spawn(membership::run(m.raft.clone(), m.store.clone(), t.clone()));
+                tokio::spawn(orchestrator::run(
+                    m.store.clone(),
+                    m.proposer.clone(),
+                    t.clone(),
+                ));
                 leading = Some(t);
             }
             (false, true) => {

@@ -136,6 +136,8 @@ pub enum DispatcherMessage {
     Assignments {
         /// Tasks assigned to the node, with their desired state.
         tasks: Vec<Task>,
+        /// Names of the services of those tasks, by service ID.
+        services: std::collections::BTreeMap<String, String>,
     },
     /// The manager list changed.
     Managers(Vec<ManagerAddr>),

@@ -119,6 +119,56 @@ impl Client {
         Ok(resp)
     }
 
+    /// Sends a bodiless request and returns the response with its body unread (for streams).
+    pub async fn request_stream(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/v1.41{path}"))
+            .header("Host", "shoal")
+            .body(Full::new(Bytes::new()))?;
+        async fn go<S>(
+            stream: S,
+            req: Request<Full<Bytes>>,
+        ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
+        where
+            S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(sender.send_request(req).await?)
+        }
+        match &self.host {
+            Host::Unix(p) => {
+                go(
+                    tokio::net::UnixStream::connect(p).await.with_context(|| {
+                        format!(
+                            "Cannot connect to the shoal daemon at unix://{}",
+                            p.display()
+                        )
+                    })?,
+                    req,
+                )
+                .await
+            }
+            Host::Tcp(a) => {
+                go(
+                    tokio::net::TcpStream::connect(a).await.with_context(|| {
+                        format!("Cannot connect to the shoal daemon at tcp://{a}")
+                    })?,
+                    req,
+                )
+                .await
+            }
+        }
+    }
+
     /// GET and decode JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call("GET", path, None).await?.json()

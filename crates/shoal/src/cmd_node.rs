@@ -52,6 +52,13 @@ pub enum NodeCmd {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// List the tasks on a node (default: this one).
+    Ps {
+        node: Option<String>,
+        /// Do not truncate IDs and errors.
+        #[arg(long)]
+        no_trunc: bool,
+    },
     /// Remove nodes from the cluster.
     #[command(alias = "remove")]
     Rm {
@@ -210,6 +217,7 @@ pub async fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
+        NodeCmd::Ps { node, no_trunc } => crate::cmd_service::node_ps(c, node, no_trunc).await,
         NodeCmd::Promote { nodes } => change_roles(c, nodes, NodeRole::Manager).await,
         NodeCmd::Demote { nodes } => change_roles(c, nodes, NodeRole::Worker).await,
         NodeCmd::Rm { force, nodes } => {

@@ -3,8 +3,11 @@
 
 mod client;
 mod cmd_node;
+mod cmd_service;
 mod cmd_swarm;
+mod logs;
 mod node;
+mod progress;
 mod state;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +55,7 @@ struct NodeFlags {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Cmd {
     /// Start a new cluster with this node as its first manager.
     Init {
@@ -95,6 +99,9 @@ enum Cmd {
     /// Manage the cluster.
     #[command(subcommand)]
     Swarm(cmd_swarm::SwarmCmd),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(cmd_service::ServiceCmd),
     /// Show cluster-wide information about this node.
     Info {
         /// `json` prints the API's `GET /info` document.
@@ -201,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => node::dev(data_dir, api_socket).await,
         Cmd::Node(c) => cmd_node::run(&client()?, c).await,
         Cmd::Swarm(c) => cmd_swarm::run(&client()?, c).await,
+        Cmd::Service(c) => cmd_service::run(&client()?, c).await,
         Cmd::Info { format } => cmd_swarm::info(&client()?, format.as_deref()).await,
         Cmd::TaskShim { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -385,7 +385,17 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
     };
 
     let (events_tx, mut events) = mpsc::channel(64);
-    let (_status_tx, status_rx) = mpsc::channel(1024);
+    let (status_tx, status_rx) = mpsc::channel(1024);
+    let shim_cmd = vec![
+        std::env::current_exe()?.into_os_string(),
+        "task-shim".into(),
+    ];
+    let worker = shoal_agent::worker::Worker::new(
+        &state.node_id,
+        shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd),
+        status_tx,
+    );
+    worker.adopt().await;
     let session = shoal_agent::session::run(
         shoal_agent::session::SessionConfig {
             addr: state.advertise_addr.clone(),
@@ -439,6 +449,7 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
                     dir.wipe()?;
                     break Exit::Stop;
                 }
+                DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
                 DispatcherMessage::Managers(list) | DispatcherMessage::Welcome { managers: list, .. } => {
                     let mut s = dir.load()?;
                     if s.managers != list {

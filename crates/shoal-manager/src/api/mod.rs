@@ -2,10 +2,13 @@
 //! served on a unix socket by every node (workers answer only the system
 //! endpoints). The `shoal` CLI and the stock `docker` CLI both use it.
 
+mod blobs;
 mod error;
 mod nodes;
+mod services;
 mod swarm;
 mod system;
+mod tasks;
 
 pub use error::ApiError;
 
@@ -76,6 +79,29 @@ pub fn router(state: ApiState) -> Router {
         .route("/nodes", get(nodes::list))
         .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
         .route("/nodes/{id}/update", post(nodes::update))
+        .route("/secrets", get(blobs::list_secrets))
+        .route("/secrets/create", post(blobs::create_secret))
+        .route(
+            "/secrets/{id}",
+            get(blobs::inspect_secret).delete(blobs::remove_secret),
+        )
+        .route("/secrets/{id}/update", post(blobs::update_secret))
+        .route("/configs", get(blobs::list_configs))
+        .route("/configs/create", post(blobs::create_config))
+        .route(
+            "/configs/{id}",
+            get(blobs::inspect_config).delete(blobs::remove_config),
+        )
+        .route("/configs/{id}/update", post(blobs::update_config))
+        .route("/services", get(services::list))
+        .route("/services/create", post(services::create))
+        .route(
+            "/services/{id}",
+            get(services::inspect).delete(services::remove),
+        )
+        .route("/services/{id}/update", post(services::update))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::inspect))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))
         .route("/swarm/leave", post(swarm::leave))

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# raft-writes.sh — write throughput and latency of a 3-manager cluster
+# through the control API, with the compiled load generator
+# (examples/api_load.rs `load`: N HTTP/1.1 keep-alive connections on the API
+# unix socket, one request in flight per connection, back to back; writes/s
+# counts accepted writes started in the measured window; latency = request
+# sent -> response body read).
+#
+# Runs, in this order, on one cluster: 1 client via a follower, 1 client via
+# the leader, CLIENTS (default 64) via a follower, CLIENTS via the leader.
+# Write: POST /configs/create with a unique name per write (201) if the API
+# has it, else node label updates (GET + POST /nodes/{id}/update; sequential
+# only — concurrent updates of one node conflict by design).
+# Env: DURATION (measured s per run, default 10), WARMUP (s, default 1),
+#      CLIENTS (default 64), THREADS (load generator's tokio threads, default 1).
+source "$(dirname "$0")/lib.sh"
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}
+CLIENTS=${CLIENTS:-64}
+THREADS=${THREADS:-1}
+need_bins api_load
+bench_setup
+
+start_init m1
+start_join m2 manager m1
+start_join m3 manager m1
+wait_healthy 60
+KIND=$(write_kind m1)
+L=$(leader) || die "no leader"
+F=""; for m in m1 m2 m3; do [[ $m != "$L" ]] && { F=$m; break; }; done
+log "3 managers up; leader $L, follower $F; write = $KIND; ${DURATION}s per run, load generator threads: $THREADS"
+
+runs=("1 $F follower" "1 $L leader")
+if [[ $KIND == configs ]]; then
+  runs+=("$CLIENTS $F follower" "$CLIENTS $L leader")
+else
+  log "no /configs/create: only sequential runs (concurrent node updates conflict)"
+fi
+printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %s\n' clients target node writes/s p50-ms p99-ms max-ms errors load-avg
+for spec in "${runs[@]}"; do
+  read -r c n what <<<"$spec"
+  sleep 1
+  out=$("$API_LOAD" --threads "$THREADS" load --socket "$(sock "$n")" --write "$KIND" \
+    --clients "$c" --duration "$DURATION" --warmup "$WARMUP" 2>&1) || { echo "$out" >&2; die "load run failed"; }
+  la=$(load_avg)
+  f() { result_field "$1" <<<"$out"; }
+  printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %s\n' "$c" "$what" "$n" "$(f wps)" "$(f p50_ms)" "$(f p99_ms)" \
+    "$(f max_ms)" "$(f errors)" "$la"
+  grep '^  error' <<<"$out" | sed 's/^/     /'
+  [[ $(leader) == "$L" ]] || log "warning: leadership moved during the run (now $(leader))"
+done
+echo "endpoint: $(result_field endpoint <<<"$out"); manager RSS after the runs: $(for m in m1 m2 m3; do printf '%s=%.0fMB ' "$m" "$(awk -v k="$(rss_kb "${PID[$m]}")" 'BEGIN{print k/1024}')"; done)"
+[[ $KIND == configs ]] && echo "configs in the store: $(api "$L" GET /configs | head -n -1 | jq length)"

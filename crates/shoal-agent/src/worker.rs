@@ -1,0 +1,318 @@
+//! The worker: turns the dispatcher's assignments into running tasks.
+//!
+//! For every assigned task whose desired state is running, one controller
+//! walks it through accepted → preparing → ready → starting → running on its
+//! executor, waits for it to exit (complete or failed, with the exit code),
+//! and stops it (shutdown, after the stop grace period) when the desired
+//! state moves past running. Tasks no longer assigned are stopped and their
+//! local state removed. Every state change is reported to the dispatcher.
+//!
+//! Agent restarts: the process executor's shims outlive the agent, so on
+//! start the worker **re-adopts** every task still running (same process,
+//! no duplicate) and reports those that exited meanwhile with their exit
+//! status. A task the store believes started but that is not on this node
+//! any more is reported failed, so the orchestrator replaces it.
+
+use crate::process::{
+    AdoptedState, ExecError, ExitOutcome, ExitStatus, ProcessExecutor, ProcessTaskSpec,
+    ResourceLimits, StopSignal,
+};
+use shoal_api::{RuntimeKind, Task, TaskState};
+use shoal_net::rpc::TaskStatusReport;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Local knowledge of one task.
+struct Local {
+    /// Last state reported.
+    state: TaskState,
+    /// Whether a shutdown was requested.
+    stopping: bool,
+}
+
+/// Runs tasks on this node.
+#[derive(Clone)]
+pub struct Worker {
+    node_id: String,
+    process: ProcessExecutor,
+    status: mpsc::Sender<Vec<TaskStatusReport>>,
+    local: Arc<Mutex<HashMap<String, Local>>>,
+}
+
+fn report(task_id: &str, state: TaskState, message: &str, err: &str) -> TaskStatusReport {
+    TaskStatusReport {
+        task_id: task_id.to_string(),
+        state,
+        message: message.to_string(),
+        err: err.to_string(),
+        pid: 0,
+        exit_code: None,
+        container_id: String::new(),
+    }
+}
+
+fn exit_report(task_id: &str, st: &ExitStatus) -> TaskStatusReport {
+    let (state, err) = match st.outcome() {
+        ExitOutcome::Complete => (TaskState::Complete, String::new()),
+        ExitOutcome::Failed(e) => (TaskState::Failed, e),
+    };
+    let mut r = report(task_id, state, "finished", &err);
+    r.exit_code = Some(st.code.map(i64::from).unwrap_or(-1));
+    r
+}
+
+/// The process executor's spec for a task.
+pub fn process_spec(
+    task: &Task,
+    service_name: &str,
+    node_id: &str,
+) -> Result<ProcessTaskSpec, String> {
+    let p = task
+        .spec
+        .process_spec
+        .as_ref()
+        .ok_or("the task has no ProcessSpec")?;
+    let limits = task.spec.limits();
+    Ok(ProcessTaskSpec {
+        task_id: task.id.clone(),
+        service_id: task.service_id.clone(),
+        service_name: service_name.to_string(),
+        slot: task.slot,
+        node_id: node_id.to_string(),
+        command: p.command.clone(),
+        args: p.args.clone(),
+        env: p.env.clone(),
+        dir: (!p.dir.is_empty()).then(|| p.dir.clone()),
+        user: (!p.user.is_empty()).then(|| p.user.clone()),
+        limits: ResourceLimits {
+            nano_cpus: limits.nano_cpus,
+            memory_bytes: limits.memory_bytes,
+        },
+        stop_grace: task.spec.stop_grace_period(),
+        stop_signal: StopSignal::default(),
+        ..Default::default()
+    })
+}
+
+impl Worker {
+    /// A worker using `process`, reporting through `status`.
+    pub fn new(
+        node_id: &str,
+        process: ProcessExecutor,
+        status: mpsc::Sender<Vec<TaskStatusReport>>,
+    ) -> Worker {
+        Worker {
+            node_id: node_id.to_string(),
+            process,
+            status,
+            local: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    async fn send(&self, r: TaskStatusReport) {
+        if let Some(l) = self.local.lock().expect("lock").get_mut(&r.task_id) {
+            l.state = r.state;
+        }
+        let _ = self.status.send(vec![r]).await;
+    }
+
+    /// Re-adopts tasks that survived an agent restart.
+    pub async fn adopt(&self) {
+        let found = match self.process.list().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("could not list local tasks: {e}");
+                return;
+            }
+        };
+        for t in found {
+            let id = t.spec.task_id.clone();
+            match t.state {
+                AdoptedState::Running(h) => {
+                    tracing::info!(task = %id, pid = h.pid, "re-adopted a running task");
+                    self.local.lock().expect("lock").insert(
+                        id.clone(),
+                        Local {
+                            state: TaskState::Running,
+                            stopping: false,
+                        },
+                    );
+                    let mut r = report(&id, TaskState::Running, "started", "");
+                    r.pid = h.pid as i64;
+                    self.send(r).await;
+                    let me = self.clone();
+                    tokio::spawn(async move { me.wait_exit(&id).await });
+                }
+                AdoptedState::Exited(st) => {
+                    self.local.lock().expect("lock").insert(
+                        id.clone(),
+                        Local {
+                            state: TaskState::Running,
+                            stopping: false,
+                        },
+                    );
+                    self.send(exit_report(&id, &st)).await;
+                }
+            }
+        }
+    }
+
+    /// Applies a complete assignment set from the dispatcher.
+    pub async fn assign(
+        &self,
+        tasks: Vec<Task>,
+        service_names: &std::collections::BTreeMap<String, String>,
+    ) {
+        let assigned: HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        for task in tasks {
+            let known = self.local.lock().expect("lock").contains_key(&task.id);
+            if task.desired_state <= TaskState::Running {
+                if known || task.status.state.is_terminal() {
+                    continue;
+                }
+                if task.status.state >= TaskState::Starting {
+                    // The store thinks it started here, but this node has no trace of it.
+                    self.local.lock().expect("lock").insert(
+                        task.id.clone(),
+                        Local {
+                            state: TaskState::Failed,
+                            stopping: false,
+                        },
+                    );
+                    self.send(report(
+                        &task.id,
+                        TaskState::Failed,
+                        "lost",
+                        "task not found on its node (agent state lost)",
+                    ))
+                    .await;
+                    continue;
+                }
+                self.local.lock().expect("lock").insert(
+                    task.id.clone(),
+                    Local {
+                        state: task.status.state,
+                        stopping: false,
+                    },
+                );
+                let me = self.clone();
+                let name = service_names
+                    .get(&task.service_id)
+                    .cloned()
+                    .unwrap_or_default();
+                tokio::spawn(async move { me.run_task(task, name).await });
+            } else if known {
+                let stop = {
+                    let mut l = self.local.lock().expect("lock");
+                    let e = l.get_mut(&task.id).expect("known");
+                    let stop = !e.stopping && !e.state.is_terminal();
+                    e.stopping = true;
+                    stop
+                };
+                if stop {
+                    let me = self.clone();
+                    let grace = task.spec.stop_grace_period();
+                    tokio::spawn(async move { me.stop_task(&task.id, grace).await });
+                }
+            }
+        }
+        // Tasks no longer assigned were removed from the cluster: clean up.
+        let gone: Vec<String> = {
+            let l = self.local.lock().expect("lock");
+            l.keys()
+                .filter(|k| !assigned.contains(*k))
+                .cloned()
+                .collect()
+        };
+        for id in gone {
+            self.local.lock().expect("lock").remove(&id);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.process.remove(&id).await {
+                    tracing::debug!(task = %id, "remove: {e}");
+                }
+            });
+        }
+    }
+
+    async fn run_task(&self, task: Task, service_name: String) {
+        let id = task.id.clone();
+        self.send(report(&id, TaskState::Accepted, "accepted", ""))
+            .await;
+        self.send(report(&id, TaskState::Preparing, "preparing", ""))
+            .await;
+        let spec = match task.spec.runtime_kind() {
+            RuntimeKind::Process => process_spec(&task, &service_name, &self.node_id),
+            RuntimeKind::Container => Err("this node has no container executor".to_string()),
+        };
+        let spec = match spec {
+            Ok(s) => s,
+            Err(e) => {
+                self.send(report(&id, TaskState::Rejected, "rejected", &e))
+                    .await;
+                return;
+            }
+        };
+        self.send(report(&id, TaskState::Ready, "prepared", ""))
+            .await;
+        self.send(report(&id, TaskState::Starting, "starting", ""))
+            .await;
+        match self.process.start(spec).await {
+            Ok(h) => {
+                let mut r = report(&id, TaskState::Running, "started", &h.warnings.join("; "));
+                r.pid = h.pid as i64;
+                self.send(r).await;
+                self.wait_exit(&id).await;
+            }
+            Err(ExecError::InvalidSpec(e)) => {
+                self.send(report(&id, TaskState::Rejected, "rejected", &e))
+                    .await
+            }
+            Err(e) => {
+                // A start failure leaves exit.json; report it as the task's end.
+                let mut r = report(&id, TaskState::Failed, "starting failed", &e.to_string());
+                r.exit_code = Some(-1);
+                self.send(r).await;
+            }
+        }
+    }
+
+    async fn wait_exit(&self, id: &str) {
+        match self.process.wait(id).await {
+            Ok(st) => {
+                let stopping = self
+                    .local
+                    .lock()
+                    .expect("lock")
+                    .get(id)
+                    .is_some_and(|l| l.stopping);
+                let mut r = exit_report(id, &st);
+                if stopping {
+                    r.state = TaskState::Shutdown;
+                    r.message = "shutdown".into();
+                    r.err.clear();
+                }
+                self.send(r).await;
+            }
+            Err(e) => {
+                self.send(report(id, TaskState::Failed, "lost", &e.to_string()))
+                    .await
+            }
+        }
+    }
+
+    async fn stop_task(&self, id: &str, grace: Duration) {
+        match self.process.shutdown(id, grace).await {
+            Ok(_) | Err(ExecError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(task = %id, "shutdown: {e}"),
+        }
+        // A task that never started (still preparing) ends here.
+        let state = self.local.lock().expect("lock").get(id).map(|l| l.state);
+        if state.is_some_and(|s| s < TaskState::Running) {
+            self.send(report(id, TaskState::Shutdown, "shutdown", ""))
+                .await;
+        }
+    }
+}
