@@ -782,3 +782,57 @@ async fn an_unreachable_engine_is_reported_as_unavailable() {
         .unwrap_err();
     assert!(matches!(err, ExecError::EngineUnavailable(_)), "{err:?}");
 }
+
+/// Needs no engine: a fake one answers the version handshake, then goes
+/// away; every later call says the engine is unavailable.
+#[tokio::test]
+async fn an_engine_that_goes_away_is_reported_as_unavailable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fake.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let fake = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"Version":"0.0.0-fake","ApiVersion":"1.41"}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(response.as_bytes()).await.unwrap();
+        // The listener is dropped here: nobody accepts any more.
+    });
+    let exec = DockerExecutor::connect_to(&format!("unix://{}", path.display()))
+        .await
+        .unwrap();
+    fake.await.unwrap();
+
+    assert!(matches!(
+        exec.ping().await,
+        Err(ExecError::EngineUnavailable(_))
+    ));
+    let spec = ContainerTaskSpec {
+        task_id: "t1".into(),
+        service_name: "web".into(),
+        slot: 1,
+        image: IMAGE.into(),
+        ..Default::default()
+    };
+    let err = exec.start(spec).await.unwrap_err();
+    assert!(matches!(err, ExecError::EngineUnavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(matches!(
+        exec.list().await,
+        Err(ExecError::EngineUnavailable(_))
+    ));
+    assert!(matches!(
+        exec.wait("t1").await,
+        Err(ExecError::EngineUnavailable(_))
+    ));
+}

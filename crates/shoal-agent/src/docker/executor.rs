@@ -127,11 +127,8 @@ impl DockerExecutor {
     /// at `socket`, else at [`DEFAULT_DOCKER_SOCKET`], and checks that it
     /// answers. `EngineUnavailable` if it does not.
     pub async fn connect(socket: Option<&str>) -> Result<Self, ExecError> {
-        let env = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.trim().is_empty());
-        let host = env.as_deref().or(socket).unwrap_or(DEFAULT_DOCKER_SOCKET);
-        Self::connect_to(host).await
+        let env = std::env::var("DOCKER_HOST").ok();
+        Self::connect_to(resolve_host(env.as_deref(), socket)).await
     }
 
     /// Connects to exactly `host` (`unix:///path` or `/path`), ignoring
@@ -492,6 +489,14 @@ impl DockerExecutor {
     }
 }
 
+/// `DOCKER_HOST` if set, else `socket`, else the default socket.
+fn resolve_host<'a>(docker_host: Option<&'a str>, socket: Option<&'a str>) -> &'a str {
+    docker_host
+        .filter(|h| !h.trim().is_empty())
+        .or(socket)
+        .unwrap_or(DEFAULT_DOCKER_SOCKET)
+}
+
 /// The pull request for `image`: an untagged name means `latest` (the
 /// Engine API would pull every tag).
 fn pull_options(image: &str) -> CreateImageOptions {
@@ -630,6 +635,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::process::ExitOutcome;
+
+    #[test]
+    fn docker_host_wins_over_the_configured_socket() {
+        let env = Some("unix:///env.sock");
+        assert_eq!(resolve_host(env, Some("/cfg.sock")), "unix:///env.sock");
+        assert_eq!(resolve_host(Some(""), Some("/cfg.sock")), "/cfg.sock");
+        assert_eq!(resolve_host(None, Some("/cfg.sock")), "/cfg.sock");
+        assert_eq!(resolve_host(None, None), DEFAULT_DOCKER_SOCKET);
+    }
 
     #[test]
     fn untagged_images_pull_latest_only() {

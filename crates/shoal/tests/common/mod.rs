@@ -327,10 +327,54 @@ impl Cluster {
     }
 }
 
+/// Number of processes whose command line (args joined by spaces) is `cmdline`.
+pub fn count_procs(cmdline: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let args: Vec<String> = c
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            if args.join(" ") == cmdline {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Kills every task process and shim a daemon's agent started (they outlive
+/// the daemon on purpose, so tests end them by the PIDs the shims recorded).
+pub fn kill_tasks(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("tasks")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        for f in ["pid", "shim.pid"] {
+            if let Some(pid) = std::fs::read_to_string(e.path().join(f))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                if pid > 1 {
+                    unsafe {
+                        libc_kill(-pid, 9);
+                        libc_kill(pid, 9);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for d in &mut self.nodes {
             d.kill();
+        }
+        for d in &self.nodes {
+            kill_tasks(&d.dir);
         }
         if std::thread::panicking() {
             for d in &self.nodes {

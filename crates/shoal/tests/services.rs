@@ -1,0 +1,474 @@
+//! Services and tasks on the process executor, end to end.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(40);
+
+fn tasks(d: &Daemon, service: &str) -> Vec<Value> {
+    let out = d.cli(&["service", "ps", service, "--format", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn running(d: &Daemon, service: &str) -> Vec<Value> {
+    tasks(d, service)
+        .into_iter()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .collect()
+}
+
+fn node_ids(c: &Cluster, via: usize) -> BTreeMap<String, String> {
+    c.nodes[via]
+        .nodes()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["ID"].as_str().unwrap().to_string(),
+                n["Description"]["Hostname"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn per_node(ts: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in ts {
+        *m.entry(t["NodeID"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+fn slots(ts: &[Value]) -> Vec<u64> {
+    let mut s: Vec<u64> = ts.iter().map(|t| t["Slot"].as_u64().unwrap()).collect();
+    s.sort();
+    s
+}
+
+fn wait_running(d: &Daemon, service: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} running tasks of {service}"), T, || {
+        let r = running(d, service);
+        (r.len() == n).then_some(r)
+    })
+}
+
+#[test]
+fn replicas_spread_move_off_dead_and_drained_nodes_and_follow_labels() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    c.join("w1", "worker", 0);
+    c.join("w2", "worker", 0);
+    wait_for("5 ready", T, || {
+        (c.nodes[0]
+            .nodes()?
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count()
+            == 5)
+            .then_some(())
+    });
+
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "10",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4101",
+    ]);
+    let r = wait_running(&c.nodes[0], "web", 10);
+    let counts = per_node(&r);
+    assert_eq!(counts.len(), 5, "every node runs tasks: {counts:?}");
+    let (min, max) = (
+        counts.values().min().unwrap(),
+        counts.values().max().unwrap(),
+    );
+    assert!(
+        max - min <= 1,
+        "per-node counts differ by at most 1: {counts:?}"
+    );
+    assert_eq!(slots(&r), (1..=10).collect::<Vec<_>>());
+    wait_for("10 sleep processes", T, || {
+        (count_procs("sleep 4101") == 10).then_some(())
+    });
+
+    // SIGKILL a worker: its tasks run elsewhere, in the same slots.
+    let ids = node_ids(&c, 0);
+    let w1 = ids.iter().find(|(_, h)| *h == "w1").unwrap().0.clone();
+    let w1_slots: Vec<u64> = r
+        .iter()
+        .filter(|t| t["NodeID"] == w1.as_str())
+        .map(|t| t["Slot"].as_u64().unwrap())
+        .collect();
+    c.nodes[3].kill();
+    let r = wait_for("w1's tasks replaced", T, || {
+        let r = running(&c.nodes[1], "web");
+        (r.len() == 10 && r.iter().all(|t| t["NodeID"] != w1.as_str())).then_some(r)
+    });
+    assert_eq!(
+        slots(&r),
+        (1..=10).collect::<Vec<_>>(),
+        "same slot numbers, no duplicates"
+    );
+    for s in &w1_slots {
+        assert!(r.iter().any(|t| t["Slot"].as_u64() == Some(*s)));
+    }
+
+    // Drain w2: its tasks move.
+    c.nodes[0].ok(&["node", "update", "--availability", "drain", "w2"]);
+    let w2 = ids.iter().find(|(_, h)| *h == "w2").unwrap().0.clone();
+    wait_for("w2 drained", T, || {
+        let r = running(&c.nodes[0], "web");
+        (r.len() == 10
+            && r.iter()
+                .all(|t| t["NodeID"] != w2.as_str() && t["NodeID"] != w1.as_str()))
+        .then_some(())
+    });
+
+    // A constrained service follows a label.
+    c.nodes[0].ok(&["node", "update", "--label-add", "zone=a", "m2"]);
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "zoned",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.labels.zone==a",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4102",
+    ]);
+    let m2 = ids.iter().find(|(_, h)| *h == "m2").unwrap().0.clone();
+    let m3 = ids.iter().find(|(_, h)| *h == "m3").unwrap().0.clone();
+    let r = wait_running(&c.nodes[0], "zoned", 2);
+    assert!(r.iter().all(|t| t["NodeID"] == m2.as_str()));
+    c.nodes[0].ok(&["node", "update", "--label-rm", "zone", "m2"]);
+    c.nodes[0].ok(&["node", "update", "--label-add", "zone=a", "m3"]);
+    wait_for("zoned tasks on m3", T, || {
+        let r = running(&c.nodes[0], "zoned");
+        (r.len() == 2 && r.iter().all(|t| t["NodeID"] == m3.as_str())).then_some(())
+    });
+
+    // Killing the leader in the middle of a scale to 50 converges, without duplicate slots.
+    c.nodes[0].ok(&["service", "scale", "--detach", "web=50"]);
+    let leader = c.leader(1).unwrap();
+    c.nodes[leader].kill();
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    let r = wait_for(
+        "50 running after the leader died",
+        Duration::from_secs(90),
+        || {
+            let r = running(&c.nodes[other], "web");
+            (r.len() == 50).then_some(r)
+        },
+    );
+    assert_eq!(
+        slots(&r),
+        (1..=50).collect::<Vec<_>>(),
+        "no duplicate or missing slots"
+    );
+}
+
+#[test]
+fn global_jobs_restarts_reservations_and_agent_restarts() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    wait_for("2 ready", T, || {
+        (c.nodes[0]
+            .nodes()?
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let m = &c.nodes[0];
+
+    // A global service follows nodes that join later.
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "everywhere",
+        "--mode",
+        "global",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4201",
+    ]);
+    wait_running(m, "everywhere", 2);
+
+    // A reservation that fits once per node: the third task waits, explained.
+    m.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "big",
+        "--replicas",
+        "3",
+        "--reserve-cpu",
+        "1.5",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4202",
+    ]);
+    let pending = wait_for("a pending task with an explanation", T, || {
+        tasks(m, "big").into_iter().find(|t| {
+            t["Status"]["State"] == "pending"
+                && t["Status"]["Err"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no suitable node"))
+        })
+    });
+    let why = pending["Status"]["Err"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("lack CPU") || why.contains("lacks CPU"),
+        "explains the CPU shortage: {why}"
+    );
+    c.join("w2", "worker", 0);
+    let m = &c.nodes[0];
+    wait_running(m, "big", 3);
+    wait_running(m, "everywhere", 3);
+
+    // on-failure with max attempts 3: the first run and 3 restarts, then it stops.
+    m.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "crashy",
+        "--restart-condition",
+        "on-failure",
+        "--restart-max-attempts",
+        "3",
+        "--restart-delay",
+        "100ms",
+        "--runtime",
+        "process",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    wait_for("4 failed attempts", T, || {
+        let ts = tasks(m, "crashy");
+        (ts.iter()
+            .filter(|t| t["Status"]["State"] == "failed")
+            .count()
+            == 4)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ts = tasks(m, "crashy");
+    assert_eq!(ts.len(), 4, "no fifth attempt: {ts:?}");
+    assert!(ts.iter().all(|t| t["Status"]["Err"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("non-zero exit (3)")));
+
+    // A replicated job runs to its completions.
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "job",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "4",
+        "--max-concurrent",
+        "2",
+        "--runtime",
+        "process",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    let ts = tasks(m, "job");
+    assert_eq!(
+        ts.iter()
+            .filter(|t| t["Status"]["State"] == "complete")
+            .count(),
+        4,
+        "{ts:?}"
+    );
+
+    // Agent SIGKILL and restart: tasks are re-adopted, none orphaned or duplicated.
+    let before = count_procs("sleep 4201");
+    assert_eq!(before, 3);
+    c.nodes[1].kill();
+    std::thread::sleep(Duration::from_millis(300));
+    c.nodes[1].restart();
+    wait_for("w1 ready again", T, || {
+        (c.state_of(0, "w1")? == "ready").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count_procs("sleep 4201"),
+        3,
+        "no duplicate after the agent restart"
+    );
+    assert_eq!(running(&c.nodes[0], "everywhere").len(), 3);
+
+    // Removing services stops their processes.
+    c.nodes[0].ok(&["service", "rm", "everywhere", "big"]);
+    wait_for("processes gone", T, || {
+        (count_procs("sleep 4201") + count_procs("sleep 4202") == 0).then_some(())
+    });
+}
+
+#[test]
+fn bad_service_input_is_refused_without_state_change() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    let m = &c.nodes[0];
+    let fails = |args: &[&str], needle: &str| {
+        let out = m.cli(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err:?}"
+        );
+    };
+    fails(
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--constraint",
+            "node.labels.zone=a",
+            "--runtime",
+            "process",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "invalid constraint",
+    );
+    fails(
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--replicas",
+            "-1",
+            "--runtime",
+            "process",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "",
+    );
+    fails(
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--mode",
+            "sideways",
+            "--runtime",
+            "process",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "invalid --mode",
+    );
+    fails(
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--runtime",
+            "process",
+            "--",
+            "",
+        ],
+        "empty",
+    );
+    fails(
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--restart-condition",
+            "sometimes",
+            "--runtime",
+            "process",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "restart-condition",
+    );
+    fails(&["service", "inspect", "nosuch"], "not found");
+    fails(&["service", "rm", "nosuch"], "not found");
+    m.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "dup",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4301",
+    ]);
+    fails(
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "dup",
+            "--runtime",
+            "process",
+            "--",
+            "sleep",
+            "4301",
+        ],
+        "already exists",
+    );
+    fails(
+        &["service", "update", "--replicas", "2", "nosuch"],
+        "not found",
+    );
+    let out = m.ok(&["service", "ls", "--format", "json"]);
+    let svcs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(svcs.len(), 1, "only the valid service exists");
+    m.ok(&["service", "rm", "dup"]);
+}
