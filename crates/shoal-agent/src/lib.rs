@@ -2,6 +2,7 @@
 //! the executors that run tasks on this node.
 
 pub mod docker;
+pub mod node_service;
 pub mod process;
 pub mod session;
 pub mod worker;

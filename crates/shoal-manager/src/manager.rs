@@ -40,8 +40,10 @@ pub struct ManagerConfig {
     pub cluster_id: String,
     /// Node-to-node address others reach us at.
     pub addr: String,
-    /// TLS client settings for reaching peers (our certificate).
+    /// Channels to other managers (our certificate; theirs must be a manager's).
     pub peers: Arc<Peers>,
+    /// Channels to any node (for task logs).
+    pub node_peers: Arc<Peers>,
 }
 
 /// A running manager.
@@ -58,6 +60,8 @@ pub struct Manager {
     pub node_id: String,
     /// Cluster ID.
     pub cluster_id: String,
+    /// Channels to any node.
+    pub node_peers: Arc<Peers>,
     token: CancellationToken,
 }
 
@@ -92,6 +96,7 @@ impl Manager {
             dispatcher,
             node_id: cfg.node_id.clone(),
             cluster_id: cfg.cluster_id.clone(),
+            node_peers: cfg.node_peers.clone(),
             token: token.clone(),
         });
         match bootstrap {

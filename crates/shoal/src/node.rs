@@ -323,13 +323,22 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
             cluster_id: state.cluster_id.clone(),
             addr: state.advertise_addr.clone(),
             peers: Peers::new(manager_cfg.clone()),
+            node_peers: Peers::new(tls::peer_client_config(&ca, Some(reload.clone()))?),
         };
         Some(Manager::start(cfg, bootstrap).await?)
     } else {
         None
     };
 
+    let shim_cmd = vec![
+        std::env::current_exe()?.into_os_string(),
+        "task-shim".into(),
+    ];
+    let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
     let grpc = {
+        let node_service = shoal_net::rpc::pb::node_server::NodeServer::new(
+            shoal_agent::node_service::NodeService::new(process.clone(), &state.cluster_id),
+        );
         let services = manager.as_ref().map(|m| m.services());
         let raft = services.clone().map(|s| {
             RaftServer::new(s)
@@ -341,6 +350,7 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
         let t = token.clone();
         tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
+                .add_service(node_service)
                 .add_optional_service(raft)
                 .add_optional_service(cluster)
                 .serve_with_incoming_shutdown(incoming, t.cancelled_owned())

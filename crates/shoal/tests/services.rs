@@ -472,3 +472,69 @@ fn bad_service_input_is_refused_without_state_change() {
     assert_eq!(svcs.len(), 1, "only the valid service exists");
     m.ok(&["service", "rm", "dup"]);
 }
+
+#[test]
+fn logs_merge_tasks_from_two_nodes_and_name_a_down_node() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    wait_for("2 ready", T, || {
+        (c.nodes[0]
+            .nodes()?
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let m = &c.nodes[0];
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--runtime",
+        "process",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $SHOAL_TASK_SLOT; echo oops >&2; sleep 4401",
+    ]);
+    let out = wait_for("both tasks' lines", T, || {
+        let o = m.cli(&["service", "logs", "talk"]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        (s.contains("hello from 1") && s.contains("hello from 2")).then_some(o)
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("@m1") && stdout.contains("@w1"),
+        "prefixed service.slot.task@node: {stdout}"
+    );
+    assert!(stdout.lines().all(|l| l.starts_with("talk.")), "{stdout}");
+    assert_eq!(
+        stderr.matches("oops").count(),
+        2,
+        "stderr lines go to stderr: {stderr}"
+    );
+    let tail = m.ok(&["service", "logs", "--tail", "1", "talk"]);
+    assert!(
+        !tail.contains("hello"),
+        "--tail 1 keeps only the last line of each task: {tail}"
+    );
+
+    c.nodes[1].kill();
+    wait_for("w1 down", T, || {
+        (c.state_of(0, "w1")? == "down").then_some(())
+    });
+    let out = c.nodes[0].cli(&["service", "logs", "talk"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("logs unavailable: node w1 is down"),
+        "{out:?}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod blobs;
 mod error;
+mod logs;
 mod nodes;
 mod services;
 mod swarm;
@@ -100,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
             get(services::inspect).delete(services::remove),
         )
         .route("/services/{id}/update", post(services::update))
+        .route("/services/{id}/logs", get(logs::service_logs))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/swarm", get(swarm::inspect))
