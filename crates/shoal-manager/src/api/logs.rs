@@ -67,8 +67,8 @@ pub async fn service_logs(
     };
     let follow = bool_param(q.get("follow"));
     let (want_out, want_err) = (
-        q.get("stdout").is_none() || bool_param(q.get("stdout")),
-        q.get("stderr").is_none() || bool_param(q.get("stderr")),
+        !q.contains_key("stdout") || bool_param(q.get("stdout")),
+        !q.contains_key("stderr") || bool_param(q.get("stderr")),
     );
     let fmt = std::sync::Arc::new(Fmt {
         details: bool_param(q.get("details")),
