@@ -1,6 +1,7 @@
 //! The gRPC service every node serves to managers: task logs from this
 //! node's executors.
 
+use crate::docker::DockerExecutor;
 use crate::process::{LogOptions, OutputStream, ProcessExecutor};
 use futures::Stream;
 use shoal_net::pki::Role;
@@ -14,14 +15,20 @@ use tonic::{Request, Response, Status};
 /// Serves this node's task logs to the cluster's managers.
 pub struct NodeService {
     process: ProcessExecutor,
+    docker: Option<DockerExecutor>,
     cluster_id: String,
 }
 
 impl NodeService {
-    /// A service over `process` for the cluster `cluster_id`.
-    pub fn new(process: ProcessExecutor, cluster_id: &str) -> NodeService {
+    /// A service over this node's executors for the cluster `cluster_id`.
+    pub fn new(
+        process: ProcessExecutor,
+        docker: Option<DockerExecutor>,
+        cluster_id: &str,
+    ) -> NodeService {
         NodeService {
             process,
+            docker,
             cluster_id: cluster_id.to_string(),
         }
     }
@@ -52,7 +59,14 @@ impl Node for NodeService {
                 follow: r.follow,
                 since: None,
             };
-            let mut lines = match self.process.logs(&task_id, opts).await {
+            let lines = match self.process.logs(&task_id, opts.clone()).await {
+                Ok(l) => Ok(l),
+                Err(e) => match &self.docker {
+                    Some(d) => d.logs(&task_id, opts).await.map_err(|e| e.to_string()),
+                    None => Err(e.to_string()),
+                },
+            };
+            let mut lines = match lines {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(task = %task_id, "no logs: {e}");

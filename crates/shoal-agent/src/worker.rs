@@ -13,6 +13,7 @@
 //! status. A task the store believes started but that is not on this node
 //! any more is reported failed, so the orchestrator replaces it.
 
+use crate::docker::{self, DockerExecutor};
 use crate::process::{
     AdoptedState, ExecError, ExitOutcome, ExitStatus, ProcessExecutor, ProcessTaskSpec,
     ResourceLimits, StopSignal,
@@ -24,12 +25,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Which executor runs a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exec {
+    Process,
+    Docker,
+}
+
 /// Local knowledge of one task.
 struct Local {
     /// Last state reported.
     state: TaskState,
     /// Whether a shutdown was requested.
     stopping: bool,
+    /// Its executor.
+    exec: Exec,
 }
 
 /// Runs tasks on this node.
@@ -37,6 +47,7 @@ struct Local {
 pub struct Worker {
     node_id: String,
     process: ProcessExecutor,
+    docker: Option<DockerExecutor>,
     status: mpsc::Sender<Vec<TaskStatusReport>>,
     local: Arc<Mutex<HashMap<String, Local>>>,
 }
@@ -97,17 +108,59 @@ pub fn process_spec(
 }
 
 impl Worker {
-    /// A worker using `process`, reporting through `status`.
+    /// A worker using `process` (and `docker` when the node has an engine),
+    /// reporting through `status`.
     pub fn new(
         node_id: &str,
         process: ProcessExecutor,
+        docker: Option<DockerExecutor>,
         status: mpsc::Sender<Vec<TaskStatusReport>>,
     ) -> Worker {
         Worker {
             node_id: node_id.to_string(),
             process,
+            docker,
             status,
             local: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn exec_of(&self, id: &str) -> Exec {
+        self.local
+            .lock()
+            .expect("lock")
+            .get(id)
+            .map(|l| l.exec)
+            .unwrap_or(Exec::Process)
+    }
+
+    fn track(&self, id: &str, state: TaskState, exec: Exec) {
+        self.local.lock().expect("lock").insert(
+            id.to_string(),
+            Local {
+                state,
+                stopping: false,
+                exec,
+            },
+        );
+    }
+
+    async fn exec_wait(&self, id: &str) -> Result<ExitStatus, String> {
+        match (self.exec_of(id), &self.docker) {
+            (Exec::Docker, Some(d)) => d.wait(id).await.map_err(|e| e.to_string()),
+            (Exec::Docker, None) => Err("no container engine".into()),
+            (Exec::Process, _) => self.process.wait(id).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn exec_remove(&self, id: &str, exec: Exec) {
+        let r = match (exec, &self.docker) {
+            (Exec::Docker, Some(d)) => d.remove(id).await.map_err(|e| e.to_string()),
+            (Exec::Docker, None) => Ok(()),
+            (Exec::Process, _) => self.process.remove(id).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(task = %id, "remove: {e}");
         }
     }
 
@@ -118,43 +171,50 @@ impl Worker {
         let _ = self.status.send(vec![r]).await;
     }
 
-    /// Re-adopts tasks that survived an agent restart.
+    /// Re-adopts tasks (processes and containers) that survived an agent restart.
     pub async fn adopt(&self) {
-        let found = match self.process.list().await {
+        match self.process.list().await {
+            Ok(found) => {
+                for t in found {
+                    let id = t.spec.task_id.clone();
+                    self.track(&id, TaskState::Running, Exec::Process);
+                    match t.state {
+                        AdoptedState::Running(h) => {
+                            tracing::info!(task = %id, pid = h.pid, "re-adopted a running task");
+                            let mut r = report(&id, TaskState::Running, "started", "");
+                            r.pid = h.pid as i64;
+                            self.send(r).await;
+                            let me = self.clone();
+                            tokio::spawn(async move { me.wait_exit(&id).await });
+                        }
+                        AdoptedState::Exited(st) => self.send(exit_report(&id, &st)).await,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not list local tasks: {e}"),
+        }
+        let Some(d) = &self.docker else { return };
+        let found = match d.list().await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!("could not list local tasks: {e}");
+                tracing::warn!("could not list local containers: {e}");
                 return;
             }
         };
-        for t in found {
-            let id = t.spec.task_id.clone();
-            match t.state {
-                AdoptedState::Running(h) => {
-                    tracing::info!(task = %id, pid = h.pid, "re-adopted a running task");
-                    self.local.lock().expect("lock").insert(
-                        id.clone(),
-                        Local {
-                            state: TaskState::Running,
-                            stopping: false,
-                        },
-                    );
+        for c in found.into_iter().filter(|c| c.node_id == self.node_id) {
+            let id = c.task_id.clone();
+            self.track(&id, TaskState::Running, Exec::Docker);
+            match c.state {
+                docker::AdoptedState::Running(h) => {
+                    tracing::info!(task = %id, container = %h.container_id, "re-adopted a running container");
                     let mut r = report(&id, TaskState::Running, "started", "");
                     r.pid = h.pid as i64;
+                    r.container_id = h.container_id.clone();
                     self.send(r).await;
                     let me = self.clone();
                     tokio::spawn(async move { me.wait_exit(&id).await });
                 }
-                AdoptedState::Exited(st) => {
-                    self.local.lock().expect("lock").insert(
-                        id.clone(),
-                        Local {
-                            state: TaskState::Running,
-                            stopping: false,
-                        },
-                    );
-                    self.send(exit_report(&id, &st)).await;
-                }
+                docker::AdoptedState::Exited(st) => self.send(exit_report(&id, &st)).await,
             }
         }
     }
@@ -174,13 +234,7 @@ impl Worker {
                 }
                 if task.status.state >= TaskState::Starting {
                     // The store thinks it started here, but this node has no trace of it.
-                    self.local.lock().expect("lock").insert(
-                        task.id.clone(),
-                        Local {
-                            state: TaskState::Failed,
-                            stopping: false,
-                        },
-                    );
+                    self.track(&task.id, TaskState::Failed, Exec::Process);
                     self.send(report(
                         &task.id,
                         TaskState::Failed,
@@ -190,13 +244,11 @@ impl Worker {
                     .await;
                     continue;
                 }
-                self.local.lock().expect("lock").insert(
-                    task.id.clone(),
-                    Local {
-                        state: task.status.state,
-                        stopping: false,
-                    },
-                );
+                let exec = match task.spec.runtime_kind() {
+                    RuntimeKind::Process => Exec::Process,
+                    RuntimeKind::Container => Exec::Docker,
+                };
+                self.track(&task.id, task.status.state, exec);
                 let me = self.clone();
                 let name = service_names
                     .get(&task.service_id)
@@ -227,13 +279,15 @@ impl Worker {
                 .collect()
         };
         for id in gone {
-            self.local.lock().expect("lock").remove(&id);
+            let exec = self
+                .local
+                .lock()
+                .expect("lock")
+                .remove(&id)
+                .map(|l| l.exec)
+                .unwrap_or(Exec::Process);
             let me = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.process.remove(&id).await {
-                    tracing::debug!(task = %id, "remove: {e}");
-                }
-            });
+            tokio::spawn(async move { me.exec_remove(&id, exec).await });
         }
     }
 
@@ -243,16 +297,20 @@ impl Worker {
             .await;
         self.send(report(&id, TaskState::Preparing, "preparing", ""))
             .await;
-        let spec = match task.spec.runtime_kind() {
-            RuntimeKind::Process => process_spec(&task, &service_name, &self.node_id),
-            RuntimeKind::Container => Err("this node has no container executor".to_string()),
-        };
-        let spec = match spec {
+        match task.spec.runtime_kind() {
+            RuntimeKind::Process => self.run_process(&task, &service_name).await,
+            RuntimeKind::Container => self.run_container(&task, &service_name).await,
+        }
+    }
+
+    async fn run_process(&self, task: &Task, service_name: &str) {
+        let id = task.id.clone();
+        let spec = match process_spec(task, service_name, &self.node_id) {
             Ok(s) => s,
             Err(e) => {
-                self.send(report(&id, TaskState::Rejected, "rejected", &e))
-                    .await;
-                return;
+                return self
+                    .send(report(&id, TaskState::Rejected, "rejected", &e))
+                    .await
             }
         };
         self.send(report(&id, TaskState::Ready, "prepared", ""))
@@ -271,7 +329,6 @@ impl Worker {
                     .await
             }
             Err(e) => {
-                // A start failure leaves exit.json; report it as the task's end.
                 let mut r = report(&id, TaskState::Failed, "starting failed", &e.to_string());
                 r.exit_code = Some(-1);
                 self.send(r).await;
@@ -279,8 +336,68 @@ impl Worker {
         }
     }
 
+    async fn run_container(&self, task: &Task, service_name: &str) {
+        let id = task.id.clone();
+        let Some(d) = &self.docker else {
+            return self
+                .send(report(
+                    &id,
+                    TaskState::Rejected,
+                    "rejected",
+                    "this node has no container engine",
+                ))
+                .await;
+        };
+        let spec = match crate::convert::container_spec(task, service_name, &self.node_id) {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .send(report(&id, TaskState::Rejected, "rejected", &e))
+                    .await
+            }
+        };
+        if let Err(e) = d.prepare_image(&spec.image).await {
+            return self
+                .send(report(
+                    &id,
+                    TaskState::Rejected,
+                    "preparing failed",
+                    &e.to_string(),
+                ))
+                .await;
+        }
+        self.send(report(&id, TaskState::Ready, "prepared", ""))
+            .await;
+        self.send(report(&id, TaskState::Starting, "starting", ""))
+            .await;
+        match d.start(spec).await {
+            Ok(h) => {
+                let mut r = report(&id, TaskState::Running, "started", &h.warnings.join("; "));
+                r.pid = h.pid as i64;
+                r.container_id = h.container_id.clone();
+                self.send(r).await;
+                self.wait_exit(&id).await;
+            }
+            Err(docker::ExecError::InvalidSpec(e))
+            | Err(docker::ExecError::ImageUnavailable(e)) => {
+                self.send(report(&id, TaskState::Rejected, "rejected", &e))
+                    .await
+            }
+            Err(e) => {
+                let mut r = report(
+                    &id,
+                    TaskState::Failed,
+                    "starting container failed",
+                    &e.to_string(),
+                );
+                r.exit_code = Some(-1);
+                self.send(r).await;
+            }
+        }
+    }
+
     async fn wait_exit(&self, id: &str) {
-        match self.process.wait(id).await {
+        match self.exec_wait(id).await {
             Ok(st) => {
                 let stopping = self
                     .local
@@ -304,9 +421,19 @@ impl Worker {
     }
 
     async fn stop_task(&self, id: &str, grace: Duration) {
-        match self.process.shutdown(id, grace).await {
-            Ok(_) | Err(ExecError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(task = %id, "shutdown: {e}"),
+        let r = match (self.exec_of(id), &self.docker) {
+            (Exec::Docker, Some(d)) => match d.shutdown(id, grace).await {
+                Ok(_) | Err(docker::ExecError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            (Exec::Docker, None) => Ok(()),
+            (Exec::Process, _) => match self.process.shutdown(id, grace).await {
+                Ok(_) | Err(ExecError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if let Err(e) = r {
+            tracing::warn!(task = %id, "shutdown: {e}");
         }
         // A task that never started (still preparing) ends here.
         let state = self.local.lock().expect("lock").get(id).map(|l| l.state);

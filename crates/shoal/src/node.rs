@@ -109,6 +109,39 @@ pub fn describe(hostname: Option<&str>) -> NodeDescription {
     }
 }
 
+/// Finds the node's Docker Engine (DOCKER_HOST, else /var/run/docker.sock);
+/// when one answers, the node offers the `docker` executor and describes
+/// the engine.
+async fn detect_engine(
+    description: &mut NodeDescription,
+) -> Option<shoal_agent::docker::DockerExecutor> {
+    let d = match shoal_agent::docker::DockerExecutor::connect(None).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!("no Docker Engine: container tasks will run elsewhere ({e})");
+            return None;
+        }
+    };
+    match d.describe().await {
+        Ok(info) => {
+            description.executors.push("docker".into());
+            description.engine.engine_version = info.version;
+            description.engine.labels = info.labels;
+            description.engine.plugins = info
+                .plugins
+                .into_iter()
+                .map(|(kind, name)| shoal_api::PluginDescription { kind, name })
+                .collect();
+            tracing::info!(engine = %d.host(), "Docker Engine found: the docker executor is available");
+            Some(d)
+        }
+        Err(e) => {
+            tracing::warn!("the Docker Engine does not answer: {e}");
+            None
+        }
+    }
+}
+
 /// `shoal init`: a new cluster with this node as its first manager.
 pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
@@ -335,9 +368,15 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
         "task-shim".into(),
     ];
     let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
+    let mut description = describe(state.hostname_override.as_deref());
+    let docker = detect_engine(&mut description).await;
     let grpc = {
         let node_service = shoal_net::rpc::pb::node_server::NodeServer::new(
-            shoal_agent::node_service::NodeService::new(process.clone(), &state.cluster_id),
+            shoal_agent::node_service::NodeService::new(
+                process.clone(),
+                docker.clone(),
+                &state.cluster_id,
+            ),
         );
         let services = manager.as_ref().map(|m| m.services());
         let raft = services.clone().map(|s| {
@@ -361,7 +400,6 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
         })
     };
 
-    let description = describe(state.hostname_override.as_deref());
     let managers = Arc::new(Mutex::new(state.managers.clone()));
     let (req_tx, mut req_rx) = mpsc::unbounded_channel();
     let api = {
@@ -396,15 +434,7 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
 
     let (events_tx, mut events) = mpsc::channel(64);
     let (status_tx, status_rx) = mpsc::channel(1024);
-    let shim_cmd = vec![
-        std::env::current_exe()?.into_os_string(),
-        "task-shim".into(),
-    ];
-    let worker = shoal_agent::worker::Worker::new(
-        &state.node_id,
-        shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd),
-        status_tx,
-    );
+    let worker = shoal_agent::worker::Worker::new(&state.node_id, process, docker, status_tx);
     worker.adopt().await;
     let session = shoal_agent::session::run(
         shoal_agent::session::SessionConfig {
