@@ -1,0 +1,195 @@
+//! Container tasks through a real Docker Engine (skipped, with a message,
+//! when no engine answers at DOCKER_HOST).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn docker(args: &[&str]) -> Option<String> {
+    let bin = if std::path::Path::new("/usr/local/bin/docker").exists() {
+        "/usr/local/bin/docker"
+    } else {
+        "docker"
+    };
+    let out = Command::new(bin).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Ensures `local/busybox:1` exists (built from /bin/busybox); None when no engine.
+fn engine() -> Option<()> {
+    std::env::var("DOCKER_HOST").ok()?;
+    docker(&["version"])?;
+    if docker(&["image", "inspect", "local/busybox:1"]).is_none() {
+        let dir = tempfile::tempdir().ok()?;
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).ok()?;
+        std::fs::copy("/bin/busybox", bin.join("busybox")).ok()?;
+        for a in ["sh", "sleep", "echo", "cat", "ls", "true", "false", "httpd"] {
+            std::os::unix::fs::symlink("busybox", bin.join(a)).ok()?;
+        }
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -C {} -c . | {} import - local/busybox:1",
+                dir.path().display(),
+                if std::path::Path::new("/usr/local/bin/docker").exists() {
+                    "/usr/local/bin/docker"
+                } else {
+                    "docker"
+                }
+            ))
+            .status()
+            .ok()?;
+        status.success().then_some(())?;
+    }
+    Some(())
+}
+
+/// Removes every container of this cluster's nodes, pass or fail.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            if let Some(ids) = docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.swarm.node.id={node}"),
+            ]) {
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids);
+                    docker(&args);
+                }
+            }
+        }
+    }
+}
+
+fn running(d: &Daemon, service: &str) -> Vec<Value> {
+    let out = d.cli(&["service", "ps", service, "--format", "json"]);
+    let ts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    ts.into_iter()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .collect()
+}
+
+#[test]
+fn containers_converge_are_replaced_when_killed_and_move_off_a_dead_worker() {
+    if engine().is_none() {
+        eprintln!("SKIPPED containers test: no Docker Engine at DOCKER_HOST");
+        return;
+    }
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    c.join("w2", "worker", 0);
+    let _cleanup = Containers(c.nodes.iter().filter_map(|d| d.node_id()).collect());
+    wait_for("3 ready", T, || {
+        (c.nodes[0]
+            .nodes()?
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    let nodes = c.nodes[0].nodes().unwrap();
+    assert!(nodes.iter().all(|n| n["Description"]["Executors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "docker")));
+
+    let m = &c.nodes[0];
+    m.ok(&[
+        "service",
+        "create",
+        "--name",
+        "box",
+        "--replicas",
+        "6",
+        "local/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let r = running(m, "box");
+    assert_eq!(r.len(), 6);
+    let names = docker(&[
+        "ps",
+        "--filter",
+        "label=com.docker.swarm.service.name=box",
+        "--format",
+        "{{.Names}}",
+    ])
+    .unwrap();
+    assert_eq!(
+        names.lines().count(),
+        6,
+        "six containers named service.slot.task: {names}"
+    );
+    assert!(names.lines().all(|n| n.starts_with("box.")));
+
+    // docker kill one container: the task fails and is replaced.
+    let victim = r[0]["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let slot = r[0]["Slot"].as_u64().unwrap();
+    docker(&["kill", &victim]).expect("docker kill");
+    wait_for("the killed task replaced", T, || {
+        let r = running(m, "box");
+        (r.len() == 6
+            && r.iter()
+                .all(|t| t["Status"]["ContainerStatus"]["ContainerID"] != victim.as_str()))
+        .then_some(())
+    });
+    let out = m.cli(&["service", "ps", "box", "--format", "json"]);
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(all.iter().any(|t| t["Slot"].as_u64() == Some(slot)
+        && t["Status"]["State"] == "failed"
+        && t["Status"]["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("non-zero exit")));
+
+    // SIGKILL a worker: its tasks run elsewhere.
+    let w1 = c.nodes[1].node_id().unwrap();
+    c.nodes[1].kill();
+    wait_for("w1's tasks elsewhere", T, || {
+        let r = running(&c.nodes[0], "box");
+        (r.len() == 6 && r.iter().all(|t| t["NodeID"] != w1.as_str())).then_some(())
+    });
+
+    // An image that is neither local nor pullable: rejected with the engine's error.
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "nope",
+        "local/nope:1",
+        "true",
+    ]);
+    let t = wait_for("a rejected task", T, || {
+        let out = c.nodes[0].cli(&["service", "ps", "nope", "--format", "json"]);
+        let ts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        ts.into_iter().find(|t| t["Status"]["State"] == "rejected")
+    });
+    assert!(
+        t["Status"]["Err"]
+            .as_str()
+            .unwrap()
+            .contains("local/nope:1"),
+        "{t}"
+    );
+}
