@@ -545,29 +545,61 @@ fn rolling_update_start_first_then_rollback_and_api_refusals() {
     c.init("m1", &[]);
     let m = &c.nodes[0];
     m.ok(&[
-        "service", "create", "--name", "roll", "--replicas", "3", "--update-parallelism", "1", "--update-order", "start-first",
-        "--runtime", "process", "--", "sleep", "4501",
+        "service",
+        "create",
+        "--name",
+        "roll",
+        "--replicas",
+        "3",
+        "--update-parallelism",
+        "1",
+        "--update-order",
+        "start-first",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4501",
     ]);
     assert_eq!(count_procs("sleep 4501"), 3);
     m.ok(&["service", "update", "--args", "4502", "roll"]);
-    wait_for("old processes stopped", T, || (count_procs("sleep 4501") == 0).then_some(()));
+    wait_for("old processes stopped", T, || {
+        (count_procs("sleep 4501") == 0).then_some(())
+    });
     assert_eq!(count_procs("sleep 4502"), 3);
     let svc: Vec<Value> = serde_json::from_str(&m.ok(&["service", "inspect", "roll"])).unwrap();
     assert_eq!(svc[0]["UpdateStatus"]["State"], "completed");
-    assert_eq!(svc[0]["PreviousSpec"]["TaskTemplate"]["ProcessSpec"]["Args"][0], "4501");
+    assert_eq!(
+        svc[0]["PreviousSpec"]["TaskTemplate"]["ProcessSpec"]["Args"][0],
+        "4501"
+    );
 
     m.ok(&["service", "rollback", "roll"]);
-    wait_for("rolled back", T, || (count_procs("sleep 4502") == 0 && count_procs("sleep 4501") == 3).then_some(()));
+    wait_for("rolled back", T, || {
+        (count_procs("sleep 4502") == 0 && count_procs("sleep 4501") == 3).then_some(())
+    });
     let svc: Vec<Value> = serde_json::from_str(&m.ok(&["service", "inspect", "roll"])).unwrap();
     assert_eq!(svc[0]["UpdateStatus"]["State"], "rollback_completed");
-    assert_eq!(svc[0]["Spec"]["TaskTemplate"]["ProcessSpec"]["Args"][0], "4501");
+    assert_eq!(
+        svc[0]["Spec"]["TaskTemplate"]["ProcessSpec"]["Args"][0],
+        "4501"
+    );
 
     // --force replaces tasks whose spec did not change.
-    let before: Vec<String> = running(m, "roll").iter().map(|t| t["ID"].as_str().unwrap().to_string()).collect();
+    let before: Vec<String> = running(m, "roll")
+        .iter()
+        .map(|t| t["ID"].as_str().unwrap().to_string())
+        .collect();
     m.ok(&["service", "update", "--force", "roll"]);
-    let after: Vec<String> = running(m, "roll").iter().map(|t| t["ID"].as_str().unwrap().to_string()).collect();
+    let after: Vec<String> = running(m, "roll")
+        .iter()
+        .map(|t| t["ID"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(after.len(), 3);
-    assert!(after.iter().all(|id| !before.contains(id)), "every task replaced");
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "every task replaced"
+    );
 
     // API refusals: mode change, stale version, malformed JSON, wrong types, unknown version prefix.
     let svc = &svc[0];
@@ -575,16 +607,34 @@ fn rolling_update_start_first_then_rollback_and_api_refusals() {
     let version = svc["Version"]["Index"].as_u64().unwrap();
     let mut spec = svc["Spec"].clone();
     spec["Mode"] = serde_json::json!({"Global": {}});
-    let (st, body) = api(m, "POST", &format!("/v1.41/services/{id}/update?version={version}"), Some(&spec.to_string()));
+    let (st, body) = api(
+        m,
+        "POST",
+        &format!("/v1.41/services/{id}/update?version={version}"),
+        Some(&spec.to_string()),
+    );
     assert_eq!(st, 400, "{body}");
-    assert!(body.contains("service mode change is not allowed"), "{body}");
-    let (st, body) = api(m, "POST", &format!("/v1.41/services/{id}/update?version=1"), Some(&svc["Spec"].to_string()));
+    assert!(
+        body.contains("service mode change is not allowed"),
+        "{body}"
+    );
+    let (st, body) = api(
+        m,
+        "POST",
+        &format!("/v1.41/services/{id}/update?version=1"),
+        Some(&svc["Spec"].to_string()),
+    );
     assert_eq!(st, 409, "{body}");
     assert!(body.contains("update out of sequence"), "{body}");
     let (st, body) = api(m, "POST", "/v1.41/services/create", Some("{not json"));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"message\""), "{body}");
-    let (st, body) = api(m, "POST", "/v1.41/services/create", Some(r#"{"Name":"x","Mode":{"Replicated":{"Replicas":"three"}}}"#));
+    let (st, body) = api(
+        m,
+        "POST",
+        "/v1.41/services/create",
+        Some(r#"{"Name":"x","Mode":{"Replicated":{"Replicas":"three"}}}"#),
+    );
     assert_eq!(st, 400, "{body}");
     let (st, body) = api(m, "GET", "/v9.99/services", None);
     assert_eq!(st, 400, "{body}");
@@ -593,7 +643,13 @@ fn rolling_update_start_first_then_rollback_and_api_refusals() {
     assert_eq!(st, 404);
     let (st, body) = api(m, "GET", "/v1.41/services", None);
     assert_eq!(st, 200);
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1, "nothing was created by the bad requests");
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&body).unwrap().len(),
+        1,
+        "nothing was created by the bad requests"
+    );
     m.ok(&["service", "rm", "roll"]);
-    wait_for("processes gone", T, || (count_procs("sleep 4501") == 0).then_some(()));
+    wait_for("processes gone", T, || {
+        (count_procs("sleep 4501") == 0).then_some(())
+    });
 }

@@ -397,9 +397,16 @@ pub fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, St
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
     let resp = String::from_utf8_lossy(&resp).to_string();
-    let status: u16 = resp.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let status: u16 = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
     let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut r = rest;
         while let Some((len, tail)) = r.split_once("\r\n") {
