@@ -141,8 +141,15 @@ impl Cluster for Services {
         }
     }
 
-    async fn leader_op(&self, _req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        Err(Status::unimplemented("no leader operations are defined"))
+    /// Read index: the leader's last applied log index, so a follower can
+    /// wait until it has applied as much before serving a read.
+    async fn leader_op(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.require_manager(&req)?;
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(m.id) {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        reply(&m.last_applied.map(|l| l.index).unwrap_or(0))
     }
 
     type SessionStream = MsgStream;

@@ -62,6 +62,8 @@ pub struct Manager {
     pub cluster_id: String,
     /// Channels to any node.
     pub node_peers: Arc<Peers>,
+    /// Channels to other managers.
+    pub peers: Arc<Peers>,
     token: CancellationToken,
 }
 
@@ -97,6 +99,7 @@ impl Manager {
             node_id: cfg.node_id.clone(),
             cluster_id: cfg.cluster_id.clone(),
             node_peers: cfg.node_peers.clone(),
+            peers: cfg.peers.clone(),
             token: token.clone(),
         });
         match bootstrap {
@@ -154,6 +157,36 @@ impl Manager {
             .membership()
             .get_node(&l)
             .map(|n| n.node_id.clone())
+    }
+
+    /// Read-your-writes on followers: waits (briefly) until this manager has
+    /// applied everything the leader had applied when asked. Leaders, and
+    /// followers that can't reach a leader, answer from their own state.
+    pub async fn catch_up(&self) {
+        let (leader_addr, me_leader) = {
+            let m = self.raft.metrics().borrow().clone();
+            let addr = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            (addr, m.current_leader == Some(m.id))
+        };
+        if me_leader {
+            return;
+        }
+        let Some(addr) = leader_addr else { return };
+        let index = async {
+            let ch = self.peers.channel(&addr).ok()?;
+            let mut client = shoal_net::rpc::pb::cluster_client::ClusterClient::new(ch);
+            let mut req = tonic::Request::new(shoal_net::rpc::msg(&()));
+            req.set_timeout(Duration::from_millis(500));
+            let resp = client.leader_op(req).await.ok()?;
+            shoal_net::rpc::parse::<u64>(resp.get_ref()).ok()
+        }
+        .await;
+        if let Some(index) = index {
+            let mut applied = self.store.applied();
+            let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= index)).await;
+        }
     }
 
     /// Waits until this manager leads.

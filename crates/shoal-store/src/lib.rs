@@ -43,8 +43,15 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachine)> {
     Ok((log, sm))
 }
 
+/// Log entries between snapshots (`SHOAL_SNAPSHOT_LOGS` overrides it, e.g.
+/// to exercise compaction and snapshot catch-up in tests).
+pub fn snapshot_every() -> u64 {
+    std::env::var("SHOAL_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(5000)
+}
+
 /// openraft settings tuned for sub-second failover on a LAN (see ARCHITECTURE.md).
 pub fn raft_config(cluster_name: &str) -> anyhow::Result<openraft::Config> {
+    let every = snapshot_every();
     let config = openraft::Config {
         cluster_name: cluster_name.to_string(),
         heartbeat_interval: 50,
@@ -52,8 +59,8 @@ pub fn raft_config(cluster_name: &str) -> anyhow::Result<openraft::Config> {
         election_timeout_max: 300,
         install_snapshot_timeout: 5000,
         max_payload_entries: 256,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(every),
+        max_in_snapshot_log_to_keep: (every / 5).min(1000),
         ..Default::default()
     };
     Ok(config.validate()?)

@@ -323,3 +323,78 @@ fn force_new_cluster_recovers_from_losing_two_of_three_managers() {
         (m4["ManagerStatus"]["Reachability"] == "reachable").then_some(())
     });
 }
+
+#[test]
+fn compaction_snapshot_catch_up_node_removal_and_leave() {
+    let mut c = Cluster::new();
+    c.env.push(("SHOAL_SNAPSHOT_LOGS".into(), "20".into()));
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("w1", "worker", 0);
+    wait_for("3 ready", T, || (ready_count(&c, 0)? == 3).then_some(()));
+    for i in 0..60 {
+        c.nodes[i % 2].ok(&["node", "update", "--label-add", &format!("n={i}"), "w1"]);
+    }
+    // The log was compacted: a new manager catches up from a snapshot.
+    let m3 = c.join("m3", "manager", 1);
+    wait_for("m3 caught up", T, || {
+        let out = c.nodes[m3].cli(&["node", "inspect", "w1"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"n\": \"59\"")
+            .then_some(())
+    });
+    let snap = c.nodes[m3].dir.join("raft").join("snapshot.bin");
+    wait_for("m3 holds a snapshot", T, || snap.exists().then_some(()));
+    c.nodes[m3].restart();
+    assert!(
+        c.nodes[m3]
+            .ok(&["node", "inspect", "w1"])
+            .contains("\"n\": \"59\""),
+        "state survives a restart after compaction"
+    );
+
+    // Unknown nodes are named in the error.
+    let out = c.nodes[0].cli(&["node", "inspect", "nosuchnode"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node nosuchnode not found"));
+
+    // A ready node is not removed without --force; with it, the node leaves and wipes its state.
+    let out = c.nodes[0].cli(&["node", "rm", "w1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not down"),
+        "{out:?}"
+    );
+    let out = c.nodes[0].cli(&["node", "rm", "m2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be demoted"),
+        "{out:?}"
+    );
+    c.nodes[0].ok(&["node", "rm", "--force", "w1"]);
+    wait_for("w1 stopped", T, || (!c.nodes[2].running()).then_some(()));
+    assert!(
+        !c.nodes[2].dir.join("node.json").exists(),
+        "a removed node forgets the cluster"
+    );
+    assert_eq!(c.nodes[0].nodes().unwrap().len(), 3);
+
+    // A manager refuses to leave without --force; a worker leaves.
+    let out = c.nodes[m3].cli(&["swarm", "leave"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{out:?}"
+    );
+    c.nodes[0].ok(&["node", "demote", "m3"]);
+    wait_for("m3 is a worker", T, || {
+        let out = c.nodes[m3].cli(&["node", "ls"]);
+        (!out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("not a swarm manager"))
+        .then_some(())
+    });
+    c.nodes[m3].ok(&["swarm", "leave"]);
+    wait_for("m3 stopped", T, || (!c.nodes[m3].running()).then_some(()));
+    wait_for("m3 down", T, || {
+        (c.state_of(0, "m3")? == "down").then_some(())
+    });
+}

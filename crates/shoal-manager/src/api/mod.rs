@@ -162,6 +162,20 @@ fn version_supported(v: &str) -> bool {
     }
 }
 
+/// On a follower, every request first catches up with the leader's applied
+/// index, so a client reads its own writes (made through any manager) and an
+/// update's `version` is never stale merely because this replica lags.
+async fn read_your_writes(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    if let Some(m) = &state.manager {
+        m.catch_up().await;
+    }
+    next.run(req).await
+}
+
 /// Adds the headers every Docker daemon response carries.
 pub fn add_headers(mut resp: Response<Body>) -> Response<Body> {
     let h = resp.headers_mut();
@@ -200,7 +214,7 @@ where
     L::Addr: std::fmt::Debug,
 {
     use tower::Layer;
-    let app = router(state);
+    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(state, read_your_writes));
     let app = tower::util::MapResponseLayer::new(add_headers).layer(app);
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
     axum::serve(

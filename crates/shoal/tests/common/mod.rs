@@ -49,6 +49,7 @@ pub struct Daemon {
     pub socket: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -61,6 +62,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(args)
             .env("SHOAL_LOG", "info,openraft=off")
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -202,6 +204,8 @@ pub struct Cluster {
     pub nodes: Vec<Daemon>,
     /// The temporary directory (kept alive).
     pub tmp: tempfile::TempDir,
+    /// Extra environment for every daemon started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -210,6 +214,7 @@ impl Cluster {
         Cluster {
             nodes: Vec::new(),
             tmp: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
         }
     }
 
@@ -222,6 +227,7 @@ impl Cluster {
             dir,
             addr: format!("127.0.0.1:{}", free_port()),
             child: None,
+            env: self.env.clone(),
         }
     }
 
