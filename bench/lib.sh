@@ -61,11 +61,13 @@ ours() {
 bench_cleanup() {
   trap - EXIT INT TERM
   local n p
-  for n in "${!PID[@]}"; do
-    p=${PID[$n]}
-    ours "$p" && kill -9 "$p" 2>/dev/null
-  done
-  for n in "${!PID[@]}"; do wait "${PID[$n]}" 2>/dev/null; done
+  {
+    for n in "${!PID[@]}"; do
+      p=${PID[$n]}
+      ours "$p" && kill -9 "$p"
+    done
+    for n in "${!PID[@]}"; do wait "${PID[$n]}"; done
+  } 2>/dev/null
   if [[ -n $TMP && -d $TMP ]]; then
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
   fi

@@ -8,7 +8,7 @@
 //! re-establish their session well within it.
 
 use crate::proposer::Proposer;
-use shoal_api::{Node, NodeDescription, NodeState, Task, TaskState, Timestamp};
+use shoal_api::{Node, NodeDescription, NodeRole, NodeState, Task, TaskState, Timestamp};
 use shoal_net::rpc::{DispatcherMessage, ManagerAddr, TaskStatusReport};
 use shoal_store::{Change, Command, Event, Expect, Object, Op, Shared};
 use std::collections::{HashMap, HashSet};
@@ -109,6 +109,7 @@ impl Dispatcher {
         node_id: &str,
         description: NodeDescription,
         addr: String,
+        cert_role: NodeRole,
     ) -> Result<(u64, mpsc::Receiver<DispatcherMessage>), tonic::Status> {
         if !self.is_active() {
             let leader = self
@@ -148,6 +149,10 @@ impl Dispatcher {
             })
             .await;
         let _ = tx.send(self.assignments_of(node_id)).await;
+        if node.spec.role != cert_role {
+            // The role changed while the node was away: it switches now.
+            let _ = tx.send(DispatcherMessage::RoleChanged(node.spec.role)).await;
+        }
         Ok((id, rx))
     }
 
@@ -307,10 +312,11 @@ impl Dispatcher {
         loop {
             let mut dirty: HashSet<String> = HashSet::new();
             let mut reset = false;
+            let mut notices: Vec<(String, DispatcherMessage)> = Vec::new();
             tokio::select! {
                 _ = token.cancelled() => return,
                 c = changes.recv() => match c {
-                    Ok(c) => collect_dirty(&c, &mut dirty, &mut reset),
+                    Ok(c) => collect_dirty(&c, &mut dirty, &mut reset, &mut notices),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => reset = true,
                     Err(_) => return,
                 }
@@ -319,7 +325,7 @@ impl Dispatcher {
             tokio::time::sleep(Duration::from_millis(5)).await;
             loop {
                 match changes.try_recv() {
-                    Ok(c) => collect_dirty(&c, &mut dirty, &mut reset),
+                    Ok(c) => collect_dirty(&c, &mut dirty, &mut reset, &mut notices),
                     Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => reset = true,
                     Err(_) => break,
                 }
@@ -336,6 +342,9 @@ impl Dispatcher {
             };
             for node in targets {
                 let m = self.assignments_of(&node);
+                self.notify(&node, m);
+            }
+            for (node, m) in notices {
                 self.notify(&node, m);
             }
         }
@@ -384,12 +393,21 @@ impl Dispatcher {
     }
 }
 
-fn collect_dirty(c: &Change, dirty: &mut HashSet<String>, reset: &mut bool) {
+fn collect_dirty(
+    c: &Change,
+    dirty: &mut HashSet<String>,
+    reset: &mut bool,
+    notices: &mut Vec<(String, DispatcherMessage)>,
+) {
     match c {
         Change::Reset => *reset = true,
         Change::Applied(a) => {
             for ev in &a.events {
                 match ev {
+                    Event::Updated(Object::Node(old), Object::Node(new)) if old.spec.role != new.spec.role => {
+                        notices.push((new.id.clone(), DispatcherMessage::RoleChanged(new.spec.role)));
+                    }
+                    Event::Deleted(Object::Node(n)) => notices.push((n.id.clone(), DispatcherMessage::Removed)),
                     Event::Created(Object::Task(t)) | Event::Deleted(Object::Task(t)) => {
                         dirty.insert(t.node_id.clone());
                     }

@@ -167,7 +167,15 @@ impl Cluster for Services {
         let node_id = id.node_id.clone();
         let (session, mut rx) = self
             .dispatcher
-            .open_session(&node_id, description, addr)
+            .open_session(
+                &node_id,
+                description,
+                addr,
+                match id.role {
+                    Role::Manager => NodeRole::Manager,
+                    Role::Worker => NodeRole::Worker,
+                },
+            )
             .await?;
         let dispatcher = self.dispatcher.clone();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);

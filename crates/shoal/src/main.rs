@@ -52,6 +52,9 @@ struct NodeFlags {
     /// Host name this node reports (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
+    /// Also serve the API on this socket (for `DOCKER_HOST=unix://PATH docker …`).
+    #[arg(long)]
+    docker_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +86,9 @@ enum Cmd {
         /// Data directory of this node.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Also serve the API on this socket (remembered for later restarts).
+        #[arg(long)]
+        docker_socket: Option<PathBuf>,
     },
     /// A one-node cluster (manager + agent) in the foreground.
     Dev {
@@ -92,6 +98,9 @@ enum Cmd {
         /// Control API socket (default DATA_DIR/shoal.sock).
         #[arg(long)]
         api_socket: Option<PathBuf>,
+        /// Also serve the API on this socket (for the docker CLI).
+        #[arg(long)]
+        docker_socket: Option<PathBuf>,
     },
     /// Manage nodes.
     #[command(subcommand)]
@@ -175,6 +184,7 @@ fn start_args(n: NodeFlags, need_listen: bool) -> anyhow::Result<node::StartArgs
         advertise_addr: n.advertise_addr,
         api_socket: n.api_socket,
         hostname: n.hostname,
+        docker_socket: n.docker_socket,
     })
 }
 
@@ -201,11 +211,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             manager,
         } => node::join(start_args(n, true)?, token, manager).await,
-        Cmd::Daemon { data_dir } => node::daemon(data_dir).await,
+        Cmd::Daemon {
+            data_dir,
+            docker_socket,
+        } => node::daemon(data_dir, docker_socket).await,
         Cmd::Dev {
             data_dir,
             api_socket,
-        } => node::dev(data_dir, api_socket).await,
+            docker_socket,
+        } => node::dev(data_dir, api_socket, docker_socket).await,
         Cmd::Node(c) => cmd_node::run(&client()?, c).await,
         Cmd::Swarm(c) => cmd_swarm::run(&client()?, c).await,
         Cmd::Service(c) => cmd_service::run(&client()?, c).await,

@@ -42,6 +42,8 @@ pub struct StartArgs {
     pub api_socket: Option<PathBuf>,
     /// Host name to report instead of the machine's.
     pub hostname: Option<String>,
+    /// A second socket serving the control API (for the docker CLI).
+    pub docker_socket: Option<PathBuf>,
 }
 
 fn parse_addr(what: &str, a: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -222,6 +224,7 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         raft_id,
         managers: vec![ManagerAddr { node_id, addr }],
         hostname_override: args.hostname.clone(),
+        docker_socket: args.docker_socket.clone(),
     };
     std::fs::create_dir_all(&args.data_dir)?;
     dir.save_certs(&ca.cert_pem, &cert.cert_pem, &cert.key_pem)?;
@@ -282,6 +285,7 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
         raft_id: resp.raft_id,
         managers: resp.managers.clone(),
         hostname_override: args.hostname.clone(),
+        docker_socket: args.docker_socket.clone(),
     };
     dir.save(&state)?;
     tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined the cluster");
@@ -289,9 +293,13 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
 }
 
 /// `shoal daemon`: restarts a node from its data dir.
-pub async fn daemon(data_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn daemon(data_dir: PathBuf, docker_socket: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = DataDir::new(&data_dir);
-    dir.load()?;
+    let mut state = dir.load()?;
+    if docker_socket.is_some() && docker_socket != state.docker_socket {
+        state.docker_socket = docker_socket;
+        dir.save(&state)?;
+    }
     run(dir, Bootstrap::Member).await
 }
 
@@ -415,6 +423,23 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
             },
             control: Arc::new(Control { tx: req_tx }),
         };
+        if let Some(path) = state.docker_socket.clone() {
+            let _ = std::fs::remove_file(&path);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
+                format!("cannot serve the Docker API on {}", path.display())
+            })?;
+            let (t, api_state) = (token.clone(), api_state.clone());
+            tokio::spawn(async move {
+                if let Err(e) =
+                    shoal_manager::api::serve(listener, api_state, t.cancelled_owned()).await
+                {
+                    tracing::error!("Docker API on {}: {e}", path.display());
+                }
+            });
+        }
         let path = state.api_socket.clone();
         let _ = std::fs::remove_file(&path);
         if let Some(d) = path.parent() {
@@ -508,6 +533,9 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let _ = std::fs::remove_file(&state.api_socket);
+    if let Some(p) = &state.docker_socket {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(exit)
 }
 
@@ -600,8 +628,13 @@ fn spawn_cert_renewal(
 }
 
 /// `shoal dev`: a one-node cluster in the foreground (re-used if the data dir exists).
-pub async fn dev(data_dir: PathBuf, api_socket: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn dev(
+    data_dir: PathBuf,
+    api_socket: Option<PathBuf>,
+    docker_socket: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dir = DataDir::new(&data_dir);
+    let docker_socket = docker_socket.map(|p| std::path::absolute(&p).unwrap_or(p));
     let socket = api_socket
         .clone()
         .unwrap_or_else(|| data_dir.join("shoal.sock"));
@@ -614,8 +647,11 @@ pub async fn dev(data_dir: PathBuf, api_socket: Option<PathBuf>) -> anyhow::Resu
         "  Stop:  Ctrl-C (state stays in {}; run again to resume)",
         data_dir.display()
     );
+    if let Some(p) = &docker_socket {
+        println!("  Docker: export DOCKER_HOST=unix://{}", p.display());
+    }
     if dir.exists() {
-        return run(dir, Bootstrap::Member).await;
+        return daemon(data_dir, docker_socket).await;
     }
     // Pick a free loopback port for node-to-node traffic.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -627,6 +663,7 @@ pub async fn dev(data_dir: PathBuf, api_socket: Option<PathBuf>) -> anyhow::Resu
         advertise_addr: None,
         api_socket: Some(abs),
         hostname: None,
+        docker_socket,
     };
     init(args, None).await
 }

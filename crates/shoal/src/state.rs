@@ -36,6 +36,9 @@ pub struct NodeState {
     /// Agent heartbeat/dispatcher settings are cluster-wide; nothing else here.
     #[serde(default)]
     pub hostname_override: Option<String>,
+    /// A second socket serving the same control API, for the docker CLI.
+    #[serde(default)]
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// The files of a data directory.

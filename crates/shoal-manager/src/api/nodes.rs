@@ -2,7 +2,6 @@
 
 use super::error::{bool_param, json_body, version_param};
 use super::{ApiError, ApiState};
-use crate::dispatcher::Dispatcher;
 use crate::writes;
 use crate::Manager;
 use axum::body::Bytes;
@@ -10,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use shoal_api::{ManagerStatus, Node, NodeRole, NodeSpec, NodeState, Timestamp};
-use shoal_net::rpc::DispatcherMessage;
 use shoal_store::{Expect, Kind, Object, Tables};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -233,14 +231,8 @@ pub async fn update(
         Expect::Version(version),
     )
     .await?;
-    if old_role != node.spec.role {
-        notify_role(&m.dispatcher, &node);
-    }
+    // The leader's dispatcher tells the node about its new role.
     Ok(StatusCode::OK)
-}
-
-fn notify_role(d: &Dispatcher, node: &Node) {
-    d.notify(&node.id, DispatcherMessage::RoleChanged(node.spec.role));
 }
 
 /// `DELETE /nodes/{id}?force=bool`.
@@ -265,6 +257,5 @@ pub async fn remove(
         )));
     }
     writes::delete_one(&m.proposer, Kind::Node, &node.id, None).await?;
-    m.dispatcher.notify(&node.id, DispatcherMessage::Removed);
     Ok(StatusCode::OK)
 }

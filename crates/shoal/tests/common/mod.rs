@@ -421,7 +421,7 @@ pub fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, St
                 break;
             }
             out.push_str(&tail[..n]);
-            r = &tail[n..].trim_start_matches("\r\n");
+            r = tail[n..].trim_start_matches("\r\n");
         }
         out
     } else {
