@@ -74,6 +74,15 @@ fn exit_report(task_id: &str, st: &ExitStatus) -> TaskStatusReport {
     r
 }
 
+/// "started", plus any limit the host could not apply (so the task status says so).
+fn started_message(warnings: &[String]) -> String {
+    if warnings.is_empty() {
+        "started".to_string()
+    } else {
+        format!("started ({})", warnings.join("; "))
+    }
+}
+
 /// The process executor's spec for a task.
 pub fn process_spec(
     task: &Task,
@@ -319,7 +328,7 @@ impl Worker {
             .await;
         match self.process.start(spec).await {
             Ok(h) => {
-                let mut r = report(&id, TaskState::Running, "started", &h.warnings.join("; "));
+                let mut r = report(&id, TaskState::Running, &started_message(&h.warnings), "");
                 r.pid = h.pid as i64;
                 self.send(r).await;
                 self.wait_exit(&id).await;
@@ -372,7 +381,7 @@ impl Worker {
             .await;
         match d.start(spec).await {
             Ok(h) => {
-                let mut r = report(&id, TaskState::Running, "started", &h.warnings.join("; "));
+                let mut r = report(&id, TaskState::Running, &started_message(&h.warnings), "");
                 r.pid = h.pid as i64;
                 r.container_id = h.container_id.clone();
                 self.send(r).await;
