@@ -111,6 +111,7 @@ async fn session(
                 }
             }
             Some(reports) = status.recv() => {
+                let reports = coalesce(reports, status);
                 if out_tx.send(msg(&AgentMessage::Status(reports))).await.is_err() {
                     return Err(SessionEnd::Failed("session closed".into()));
                 }
@@ -139,4 +140,23 @@ async fn session(
             },
         }
     }
+}
+
+/// Merges every report already waiting into one batch, keeping only the
+/// latest report of each task (states only move forward, so the latest says
+/// it all) — one message and one Raft write for a burst of task starts.
+fn coalesce(first: Vec<TaskStatusReport>, rx: &mut mpsc::Receiver<Vec<TaskStatusReport>>) -> Vec<TaskStatusReport> {
+    let mut order: Vec<String> = Vec::new();
+    let mut latest: std::collections::HashMap<String, TaskStatusReport> = std::collections::HashMap::new();
+    let mut add = |r: TaskStatusReport| {
+        if !latest.contains_key(&r.task_id) {
+            order.push(r.task_id.clone());
+        }
+        latest.insert(r.task_id.clone(), r);
+    };
+    first.into_iter().for_each(&mut add);
+    while let Ok(more) = rx.try_recv() {
+        more.into_iter().for_each(&mut add);
+    }
+    order.into_iter().filter_map(|id| latest.remove(&id)).collect()
 }

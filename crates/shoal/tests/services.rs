@@ -502,7 +502,7 @@ fn logs_merge_tasks_from_two_nodes_and_name_a_down_node() {
         "--",
         "sh",
         "-c",
-        "echo hello from $SHOAL_TASK_SLOT; echo oops >&2; sleep 4401",
+        "echo hello from $SHOAL_TASK_SLOT; sleep 0.3; echo oops >&2; sleep 4401",
     ]);
     let out = wait_for("both tasks' lines", T, || {
         let o = m.cli(&["service", "logs", "talk"]);
