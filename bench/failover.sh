@@ -33,7 +33,7 @@ for ((r = 1; r <= RUNS; r++)); do
   L=$(leader) || die "no leader"
   S=""; for m in $(alive_managers); do [[ $m != "$L" ]] && { S=$m; break; }; done
   la=$(load_avg)
-  out=$("$API_LOAD" failover --socket "$(sock "$S")" --kill-pid "${PID[$L]}" --write "$KIND" 2>&1)
+  out=$(helper failover --socket "$(sock "$S")" --kill-pid "${PID[$L]}" --write "$KIND" 2>&1)
   rc=$?
   reap "$L"
   ms=$(result_field kill_to_write_ms <<<"$out")

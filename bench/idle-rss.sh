@@ -17,8 +17,6 @@ wait_healthy 60
 L=$(leader)
 log "3 managers + 2 workers up (leader $L); idle ${IDLE}s"
 
-HZ=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A C0=()
 for n in "${NAMES[@]}"; do C0[$n]=$(cpu_ticks "${PID[$n]}"); done
 sleep "$IDLE"

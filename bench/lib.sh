@@ -11,6 +11,8 @@
 #   API_LOAD    the api_load example binary (same default directory)
 #   SHOAL_LOG   the daemons' log filter (default: info,openraft=off)
 #   KEEP=1      keep the temp dir (logs, data) after the run
+#   NICE=N      run the daemons and the helper at `nice -n N` (e.g. -10 on a
+#               shared machine, as root, to keep other jobs from skewing figures)
 
 set -u -o pipefail
 export LC_ALL=C
@@ -22,6 +24,7 @@ B=${SHOAL_BIN:-$TGT/release/shoal}
 API_LOAD=${API_LOAD:-$TGT/release/examples/api_load}
 export SHOAL_LOG=${SHOAL_LOG:-info,openraft=off}
 KEEP=${KEEP:-0}
+NICE=${NICE:-0}
 
 declare -A PID=()   # node name -> PID of its daemon (only ones started here)
 declare -A ADDR=()  # node name -> node-to-node address
@@ -46,16 +49,20 @@ bench_setup() {
   TMP=$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX") || die "mktemp"
   trap bench_cleanup EXIT
   trap 'log "interrupted"; exit 130' INT TERM
-  log "temp dir $TMP; shoal $B; host $(nproc) cpu, load $(load_avg)"
+  log "temp dir $TMP; shoal $B; host $(nproc) cpu, load $(load_avg); nice $NICE"
 }
 
-# Is $1 a live process that we started (its command line names our temp dir)?
+# Is $1 a live process that we started (a child of this script whose command
+# line names our temp dir, or not yet exec'd)?
 ours() {
-  local p=$1 s
-  [[ -r /proc/$p/stat ]] || return 1
+  local p=$1 s pp
+  [[ -n $p && -r /proc/$p/stat ]] || return 1
   s=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || return 1
   [[ $s != Z && $s != X ]] || return 1
-  tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$TMP/"
+  pp=$(awk '/^PPid:/{print $2}' "/proc/$p/status" 2>/dev/null)
+  [[ $pp == "$$" ]] || return 1
+  tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$TMP/" && return 0
+  [[ $(readlink "/proc/$p/exe" 2>/dev/null) != "$(readlink -f "$B")" ]]  # forked, exec pending
 }
 
 bench_cleanup() {
@@ -98,7 +105,7 @@ api() { # api NAME METHOD PATH [BODY] -> body on stdout; HTTP status in the last
 spawn() { # spawn NAME ARGS... : start a daemon, record its PID
   local n=$1; shift
   echo "=== $(date +%T.%3N) shoal $*" >>"$TMP/$n.log"
-  "$B" "$@" >>"$TMP/$n.log" 2>&1 &
+  nice -n "$NICE" "$B" "$@" >>"$TMP/$n.log" 2>&1 &
   PID[$n]=$!
 }
 
@@ -190,11 +197,16 @@ wait_healthy() { # wait_healthy [TIMEOUT_S]
   die "cluster not healthy within ${t}s"
 }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }  # utime+stime, clock ticks
+HZ=$(getconf CLK_TCK)
+
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
 
 median() { # median of the numbers given as arguments
   printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "n/a"; exit} if(NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'
 }
+
+helper() { nice -n "$NICE" "$API_LOAD" "$@"; }  # the compiled helper (examples/api_load.rs)
 
 result_field() { # result_field KEY <<< "...RESULT k=v ..."
   grep '^RESULT ' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"

@@ -13,6 +13,8 @@
 # only — concurrent updates of one node conflict by design).
 # Env: DURATION (measured s per run, default 10), WARMUP (s, default 1),
 #      CLIENTS (default 64), THREADS (load generator's tokio threads, default 1).
+# Also prints each manager's and the load generator's CPU use during each run
+# (100% = one core; the machine's other load shows in the load average).
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
@@ -36,16 +38,22 @@ if [[ $KIND == configs ]]; then
 else
   log "no /configs/create: only sequential runs (concurrent node updates conflict)"
 fi
-printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %s\n' clients target node writes/s p50-ms p99-ms max-ms errors load-avg
+printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %-22s %s\n' clients target node writes/s p50-ms p99-ms max-ms errors "cpu% m1/m2/m3/gen" load-avg
 for spec in "${runs[@]}"; do
   read -r c n what <<<"$spec"
   sleep 1
-  out=$("$API_LOAD" --threads "$THREADS" load --socket "$(sock "$n")" --write "$KIND" \
+  declare -A c0=(); for m in m1 m2 m3; do c0[$m]=$(cpu_ticks "${PID[$m]}"); done
+  t0=$EPOCHREALTIME
+  out=$(helper --threads "$THREADS" load --socket "$(sock "$n")" --write "$KIND" \
     --clients "$c" --duration "$DURATION" --warmup "$WARMUP" 2>&1) || { echo "$out" >&2; die "load run failed"; }
   la=$(load_avg)
+  cpu=""; for m in m1 m2 m3; do
+    cpu+=$(awk -v a="$(cpu_ticks "${PID[$m]}")" -v b="${c0[$m]}" -v hz="$HZ" -v t0="$t0" -v t1="$EPOCHREALTIME" \
+      'BEGIN{printf "%.0f/", (a-b)/hz/(t1-t0)*100}')
+  done
   f() { result_field "$1" <<<"$out"; }
-  printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %s\n' "$c" "$what" "$n" "$(f wps)" "$(f p50_ms)" "$(f p99_ms)" \
-    "$(f max_ms)" "$(f errors)" "$la"
+  printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %-22s %s\n' "$c" "$what" "$n" "$(f wps)" "$(f p50_ms)" "$(f p99_ms)" \
+    "$(f max_ms)" "$(f errors)" "$cpu$(f gen_cpu_pct)" "$la"
   grep '^  error' <<<"$out" | sed 's/^/     /'
   [[ $(leader) == "$L" ]] || log "warning: leadership moved during the run (now $(leader))"
 done

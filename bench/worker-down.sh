@@ -27,7 +27,7 @@ printf '%-4s %14s %7s  %s\n' run kill-to-down polls load-avg
 for ((r = 1; r <= RUNS; r++)); do
   sleep "$SETTLE"
   la=$(load_avg)
-  out=$("$API_LOAD" wait-state --socket "$(sock m1)" --node "$WID" --state down \
+  out=$(helper wait-state --socket "$(sock m1)" --node "$WID" --state down \
     --kill-pid "${PID[w1]}" --interval-ms "$INTERVAL_MS" 2>&1)
   rc=$?
   reap w1

@@ -145,9 +145,13 @@ async fn session(
 /// Merges every report already waiting into one batch, keeping only the
 /// latest report of each task (states only move forward, so the latest says
 /// it all) — one message and one Raft write for a burst of task starts.
-fn coalesce(first: Vec<TaskStatusReport>, rx: &mut mpsc::Receiver<Vec<TaskStatusReport>>) -> Vec<TaskStatusReport> {
+fn coalesce(
+    first: Vec<TaskStatusReport>,
+    rx: &mut mpsc::Receiver<Vec<TaskStatusReport>>,
+) -> Vec<TaskStatusReport> {
     let mut order: Vec<String> = Vec::new();
-    let mut latest: std::collections::HashMap<String, TaskStatusReport> = std::collections::HashMap::new();
+    let mut latest: std::collections::HashMap<String, TaskStatusReport> =
+        std::collections::HashMap::new();
     let mut add = |r: TaskStatusReport| {
         if !latest.contains_key(&r.task_id) {
             order.push(r.task_id.clone());
@@ -158,5 +162,8 @@ fn coalesce(first: Vec<TaskStatusReport>, rx: &mut mpsc::Receiver<Vec<TaskStatus
     while let Ok(more) = rx.try_recv() {
         more.into_iter().for_each(&mut add);
     }
-    order.into_iter().filter_map(|id| latest.remove(&id)).collect()
+    order
+        .into_iter()
+        .filter_map(|id| latest.remove(&id))
+        .collect()
 }

@@ -151,7 +151,9 @@ impl Dispatcher {
         let _ = tx.send(self.assignments_of(node_id)).await;
         if node.spec.role != cert_role {
             // The role changed while the node was away: it switches now.
-            let _ = tx.send(DispatcherMessage::RoleChanged(node.spec.role)).await;
+            let _ = tx
+                .send(DispatcherMessage::RoleChanged(node.spec.role))
+                .await;
         }
         Ok((id, rx))
     }
@@ -248,6 +250,7 @@ impl Dispatcher {
         let cmd = Command {
             ops: vec![Op::Put { object, expect }],
             atomic: true,
+            request: 0,
         };
         match self.proposer.propose(cmd).await {
             Ok(r) => match r.results.into_iter().next() {
@@ -387,7 +390,15 @@ impl Dispatcher {
         if ops.is_empty() {
             return;
         }
-        if let Err(e) = self.proposer.propose(Command { ops, atomic: false }).await {
+        if let Err(e) = self
+            .proposer
+            .propose(Command {
+                ops,
+                atomic: false,
+                request: 0,
+            })
+            .await
+        {
             tracing::warn!(node = %node_id, "could not record task status: {e}");
         }
     }
@@ -404,10 +415,17 @@ fn collect_dirty(
         Change::Applied(a) => {
             for ev in &a.events {
                 match ev {
-                    Event::Updated(Object::Node(old), Object::Node(new)) if old.spec.role != new.spec.role => {
-                        notices.push((new.id.clone(), DispatcherMessage::RoleChanged(new.spec.role)));
+                    Event::Updated(Object::Node(old), Object::Node(new))
+                        if old.spec.role != new.spec.role =>
+                    {
+                        notices.push((
+                            new.id.clone(),
+                            DispatcherMessage::RoleChanged(new.spec.role),
+                        ));
                     }
-                    Event::Deleted(Object::Node(n)) => notices.push((n.id.clone(), DispatcherMessage::Removed)),
+                    Event::Deleted(Object::Node(n)) => {
+                        notices.push((n.id.clone(), DispatcherMessage::Removed))
+                    }
                     Event::Created(Object::Task(t)) | Event::Deleted(Object::Task(t)) => {
                         dirty.insert(t.node_id.clone());
                     }

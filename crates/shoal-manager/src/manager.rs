@@ -165,9 +165,12 @@ impl Manager {
     pub async fn catch_up(&self) {
         let (leader_addr, me_leader) = {
             let m = self.raft.metrics().borrow().clone();
-            let addr = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            let addr = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
             (addr, m.current_leader == Some(m.id))
         };
         if me_leader {
@@ -185,7 +188,8 @@ impl Manager {
         .await;
         if let Some(index) = index {
             let mut applied = self.store.applied();
-            let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= index)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= index))
+                .await;
         }
     }
 
@@ -242,7 +246,16 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
             });
             *m.dispatcher.leader_addr.lock().expect("lock") = addr;
         }
+        // A restarted node may believe it still leads (its vote for itself
+        // survived); leader components start only once a quorum confirms it.
+        let confirmed = is_leader
+            && leading.is_none()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(1), m.raft.ensure_linearizable()).await,
+                Ok(Ok(_))
+            );
         match (is_leader, leading.is_some()) {
+            (true, false) if !confirmed => {}
             (true, false) => {
                 tracing::info!(node = %m.node_id, "became leader: starting dispatcher and orchestration");
                 let t = token.child_token();

@@ -20,7 +20,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands in one Raft entry.
 const MAX_BATCH: usize = 1024;
 /// Raft entries in flight at once from this manager.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 2;
 
 /// Why a write did not happen (or may not have).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -91,7 +91,11 @@ impl Proposer {
     }
 
     /// Commits `cmd` and returns its result.
-    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+    pub async fn propose(&self, mut cmd: Command) -> Result<CommandResult, WriteError> {
+        if cmd.request == 0 {
+            // Lets the store apply it once even if a retry sends it twice.
+            cmd.request = rand::random::<u64>().max(1);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { cmd, reply })
@@ -156,11 +160,16 @@ async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult
         Ok(resp) => serde_json::from_slice(&resp.into_inner().json).map_err(|e| {
             Forward::Failed(WriteError::Unknown(format!("bad reply from leader: {e}")))
         }),
-        // Not sent, or refused before proposing: safe to retry.
+        // Refused before proposing, or lost in transit (the old leader died):
+        // retrying is safe because the store applies each command ID once.
         Err(s)
             if matches!(
                 s.code(),
-                tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+                tonic::Code::Unavailable
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
             ) =>
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

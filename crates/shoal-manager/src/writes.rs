@@ -32,7 +32,13 @@ impl WriteFailure {
 
 /// Commits one atomic command; returns the new version index of its first op.
 pub async fn commit(proposer: &Proposer, ops: Vec<Op>) -> Result<u64, WriteFailure> {
-    let r = proposer.propose(Command { ops, atomic: true }).await?;
+    let r = proposer
+        .propose(Command {
+            ops,
+            atomic: true,
+            request: 0,
+        })
+        .await?;
     match r.results.into_iter().next() {
         Some(Ok(v)) => Ok(v),
         Some(Err(e)) => Err(e.into()),

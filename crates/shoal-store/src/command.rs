@@ -180,6 +180,11 @@ pub struct Command {
     pub ops: Vec<Op>,
     /// All-or-nothing: on the first failing op, earlier ones are undone.
     pub atomic: bool,
+    /// A random ID the proposer gives the command (0: none). A command whose
+    /// ID was applied recently is not applied again: its first result is
+    /// returned, so a write retried after a lost reply happens exactly once.
+    #[serde(default)]
+    pub request: u64,
 }
 
 /// Why an op was refused.

@@ -46,7 +46,11 @@ pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachine)> {
 /// Log entries between snapshots (`SHOAL_SNAPSHOT_LOGS` overrides it, e.g.
 /// to exercise compaction and snapshot catch-up in tests).
 pub fn snapshot_every() -> u64 {
-    std::env::var("SHOAL_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(5000)
+    std::env::var("SHOAL_SNAPSHOT_LOGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(5000)
 }
 
 /// openraft settings tuned for sub-second failover on a LAN (see ARCHITECTURE.md).

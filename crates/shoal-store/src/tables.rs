@@ -78,7 +78,12 @@ pub struct Tables {
     pub cluster: Option<Arc<ClusterRecord>>,
     tasks_by_service: HashMap<String, BTreeSet<String>>,
     tasks_by_node: HashMap<String, BTreeSet<String>>,
+    recent: HashMap<u64, CommandResult>,
+    recent_order: std::collections::VecDeque<u64>,
 }
+
+/// How many applied command IDs are remembered for de-duplication.
+const RECENT_REQUESTS: usize = 20_000;
 
 /// What happened to an object in one applied entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +115,8 @@ pub struct TablesImage {
     secrets: Vec<Secret>,
     configs: Vec<Config>,
     cluster: Option<ClusterRecord>,
+    #[serde(default)]
+    recent: Vec<(u64, CommandResult)>,
 }
 
 impl Tables {
@@ -190,6 +197,31 @@ impl Tables {
 
     /// Applies a command at log `index`; returns the results and the events.
     pub fn apply(&mut self, index: u64, cmd: Command) -> (CommandResult, Vec<Event>) {
+        if cmd.request != 0 {
+            if let Some(r) = self.recent.get(&cmd.request) {
+                return (r.clone(), Vec::new());
+            }
+        }
+        let request = cmd.request;
+        let (result, events) = self.apply_new(index, cmd);
+        if request != 0 {
+            self.remember(request, result.clone());
+        }
+        (result, events)
+    }
+
+    fn remember(&mut self, request: u64, result: CommandResult) {
+        if self.recent.insert(request, result).is_none() {
+            self.recent_order.push_back(request);
+        }
+        while self.recent_order.len() > RECENT_REQUESTS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    fn apply_new(&mut self, index: u64, cmd: Command) -> (CommandResult, Vec<Event>) {
         let mut results = Vec::with_capacity(cmd.ops.len());
         let mut events = Vec::with_capacity(cmd.ops.len());
         for op in cmd.ops {
@@ -368,6 +400,11 @@ impl Tables {
             secrets: all(&self.secrets),
             configs: all(&self.configs),
             cluster: self.cluster.as_ref().map(|c| (**c).clone()),
+            recent: self
+                .recent_order
+                .iter()
+                .filter_map(|id| self.recent.get(id).map(|r| (*id, r.clone())))
+                .collect(),
         }
     }
 
@@ -386,6 +423,9 @@ impl Tables {
             .chain(image.cluster.into_iter().map(Object::Cluster));
         for o in objects {
             t.insert(o);
+        }
+        for (id, r) in image.recent {
+            t.remember(id, r);
         }
         t
     }
@@ -482,6 +522,7 @@ mod tests {
             Command {
                 ops: vec![put(service("s1", "web", 0), Expect::Absent)],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(r.results, vec![Ok(5)]);
@@ -490,6 +531,7 @@ mod tests {
             Command {
                 ops: vec![put(service("s1", "web", 0), Expect::Version(4))],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(r.results, vec![Err(StoreError::OutOfSequence)]);
@@ -498,6 +540,7 @@ mod tests {
             Command {
                 ops: vec![put(service("s1", "web2", 0), Expect::Version(5))],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(r.results, vec![Ok(7)]);
@@ -514,6 +557,7 @@ mod tests {
             Command {
                 ops: vec![put(service("a", "web", 0), Expect::Absent)],
                 atomic: true,
+                request: 0,
             },
         );
         let (r, ev) = t.apply(
@@ -521,6 +565,7 @@ mod tests {
             Command {
                 ops: vec![put(service("b", "web", 0), Expect::Absent)],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(
@@ -540,6 +585,7 @@ mod tests {
                 put(service("b", "one", 0), Expect::Absent),
             ],
             atomic: true,
+            request: 0,
         };
         let (r, ev) = t.apply(1, cmd);
         assert!(r.results.iter().all(|r| r.is_err()));
@@ -561,6 +607,7 @@ mod tests {
                 },
             ],
             atomic: false,
+            request: 0,
         };
         let (r, _) = t.apply(3, cmd);
         assert_eq!(r.results[0], Ok(3));
@@ -583,6 +630,7 @@ mod tests {
             Command {
                 ops: vec![put(task("n1"), Expect::Absent)],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(t.tasks_on_node("n1").count(), 1);
@@ -591,6 +639,7 @@ mod tests {
             Command {
                 ops: vec![put(task("n2"), Expect::Any)],
                 atomic: true,
+                request: 0,
             },
         );
         assert_eq!(t.tasks_on_node("n1").count(), 0);
@@ -600,5 +649,32 @@ mod tests {
         );
         assert_eq!(copy.tasks_of_service("s").count(), 1);
         assert_eq!(copy.tasks_on_node("n2").count(), 1);
+    }
+
+    #[test]
+    fn a_retried_command_is_applied_once() {
+        let mut t = Tables::default();
+        let cmd = Command {
+            ops: vec![put(service("a", "web", 0), Expect::Absent)],
+            atomic: true,
+            request: 42,
+        };
+        let (first, ev) = t.apply(1, cmd.clone());
+        assert_eq!(first.results, vec![Ok(1)]);
+        assert_eq!(ev.len(), 1);
+        let (again, ev) = t.apply(2, cmd);
+        assert_eq!(again, first, "the retry gets the first result");
+        assert!(ev.is_empty());
+        assert_eq!(t.services.get("a").unwrap().version.index, 1);
+        let copy = Tables::from_image(
+            serde_json::from_slice(&serde_json::to_vec(&t.image()).unwrap()).unwrap(),
+        );
+        let mut copy = copy;
+        let cmd = Command {
+            ops: vec![put(service("a", "web", 0), Expect::Absent)],
+            atomic: true,
+            request: 42,
+        };
+        assert_eq!(copy.apply(3, cmd).0, first, "remembered across snapshots");
     }
 }

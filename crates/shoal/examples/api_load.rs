@@ -311,6 +311,17 @@ fn kill(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far.
+fn own_cpu_secs() -> f64 {
+    // /proc/self/stat: fields after the parenthesised command name; utime and
+    // stime are fields 14 and 15, in USER_HZ (100 on Linux) ticks.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -341,6 +352,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
         c.sender().await?;
         conns.push(c);
     }
+    let cpu0 = own_cpu_secs();
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(warmup);
     let end = measure_from + Duration::from_secs_f64(duration);
@@ -391,6 +403,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
             last = last.max(d);
         }
     }
+    let cpu = (own_cpu_secs() - cpu0) / (Instant::now() - start).as_secs_f64() * 100.0;
     lat.sort_unstable();
     let secs = (last - measure_from).as_secs_f64().max(duration);
     let n = lat.len();
@@ -407,7 +420,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
         WriteKind::NodeLabel => "nodes/update(GET+POST)",
     };
     println!(
-        "{kind}: {clients} client(s), {secs:.1}s measured: {n} writes accepted, {:.0} writes/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {nerr} errors",
+        "{kind}: {clients} client(s), {secs:.1}s measured: {n} writes accepted, {:.0} writes/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {nerr} errors; load generator CPU {cpu:.0}%",
         n as f64 / secs,
         pct(50.0),
         pct(99.0),
@@ -417,7 +430,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
         println!("  error x{c}: {}", m.chars().take(200).collect::<String>());
     }
     println!(
-        "RESULT endpoint={kind} clients={clients} secs={secs:.2} writes={n} wps={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={nerr}",
+        "RESULT endpoint={kind} clients={clients} secs={secs:.2} writes={n} wps={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={nerr} gen_cpu_pct={cpu:.0}",
         n as f64 / secs,
         pct(50.0),
         pct(99.0),

@@ -428,9 +428,8 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
             if let Some(d) = path.parent() {
                 std::fs::create_dir_all(d)?;
             }
-            let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
-                format!("cannot serve the Docker API on {}", path.display())
-            })?;
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("cannot serve the Docker API on {}", path.display()))?;
             let (t, api_state) = (token.clone(), api_state.clone());
             tokio::spawn(async move {
                 if let Err(e) =

@@ -58,6 +58,37 @@ pub async fn service_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let m = s.manager()?.clone();
+    let tasks = m.store.view(|t| {
+        let svc = find(t, &id)?;
+        Ok::<_, ApiError>(
+            t.tasks_of_service(&svc.id)
+                .filter(|task| task.status.state >= TaskState::Starting)
+                .map(|task| (**task).clone())
+                .collect::<Vec<_>>(),
+        )
+    })?;
+    stream_logs(&m, tasks, &q)
+}
+
+/// `GET /tasks/{id}/logs?…`: one task's output (`docker service logs TASK`).
+pub async fn task_logs(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let m = s.manager()?.clone();
+    let task = m
+        .store
+        .view(|t| super::blobs::resolve(&t.tasks, &id, "task"))?;
+    stream_logs(&m, vec![(*task).clone()], &q)
+}
+
+/// Streams the logs of `tasks` (those with a node) as Docker's multiplexed stream.
+fn stream_logs(
+    m: &std::sync::Arc<crate::Manager>,
+    tasks: Vec<Task>,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let tail = match q.get("tail").map(String::as_str) {
         None | Some("") | Some("all") => None,
         Some(n) => Some(
@@ -75,14 +106,10 @@ pub async fn service_logs(
         timestamps: bool_param(q.get("timestamps")),
     });
     let (by_node, nodes) = m.store.view(|t| {
-        let svc = find(t, &id)?;
         let mut by_node: BTreeMap<String, Vec<Task>> = BTreeMap::new();
-        for task in t.tasks_of_service(&svc.id) {
-            if !task.node_id.is_empty() && task.status.state >= TaskState::Starting {
-                by_node
-                    .entry(task.node_id.clone())
-                    .or_default()
-                    .push((**task).clone());
+        for task in tasks {
+            if !task.node_id.is_empty() {
+                by_node.entry(task.node_id.clone()).or_default().push(task);
             }
         }
         let nodes: HashMap<String, (String, String, bool)> = by_node
@@ -99,8 +126,8 @@ pub async fn service_logs(
                 )
             })
             .collect();
-        Ok::<_, ApiError>((by_node, nodes))
-    })?;
+        (by_node, nodes)
+    });
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
     for (node_id, tasks) in by_node {
         let tx = tx.clone();

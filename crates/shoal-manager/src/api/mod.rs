@@ -3,8 +3,10 @@
 //! endpoints). The `shoal` CLI and the stock `docker` CLI both use it.
 
 mod blobs;
+mod engine;
 mod error;
 mod logs;
+mod networks;
 mod nodes;
 mod services;
 mod swarm;
@@ -18,7 +20,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -104,6 +106,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/services/{id}/logs", get(logs::service_logs))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
+        .route("/tasks/{id}/logs", get(logs::task_logs))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/distribution/{*image}", get(engine::distribution))
+        .route("/containers/{*rest}", any(engine::passthrough))
+        .route("/exec/{*rest}", any(engine::passthrough))
+        .route("/images/{*rest}", any(engine::passthrough))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))
         .route("/swarm/leave", post(swarm::leave))
@@ -114,8 +127,13 @@ pub fn router(state: ApiState) -> Router {
                 .delete(system::bad_version),
         )
         .fallback(system::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
+
+/// The API version of a request's `/v1.NN` prefix (absent without one).
+#[derive(Debug, Clone)]
+pub struct ClientVersion(pub String);
 
 /// Strips Docker's optional `/v1.NN` prefix before routing; an unsupported
 /// version is routed to an error handler.
@@ -128,6 +146,7 @@ pub fn strip_version(mut req: Request) -> Request {
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             {
                 let ok = version_supported(ver);
+                let ver = ver.to_string();
                 let new_path = if ok {
                     format!("/{tail}")
                 } else {
@@ -139,6 +158,9 @@ pub fn strip_version(mut req: Request) -> Request {
                 };
                 if let Ok(uri) = pq.parse::<Uri>() {
                     *req.uri_mut() = uri;
+                    if ok {
+                        req.extensions_mut().insert(ClientVersion(ver));
+                    }
                 }
             }
         }
@@ -214,7 +236,10 @@ where
     L::Addr: std::fmt::Debug,
 {
     use tower::Layer;
-    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(state, read_your_writes));
+    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        read_your_writes,
+    ));
     let app = tower::util::MapResponseLayer::new(add_headers).layer(app);
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
     axum::serve(

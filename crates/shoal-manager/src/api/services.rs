@@ -8,12 +8,13 @@ use super::{ApiError, ApiState};
 use crate::writes;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
+use shoal_api::ServiceStatus;
 use shoal_api::{
-    Endpoint, EndpointSpec, ModeKind, ReplicatedMode, RuntimeKind, Service, ServiceSpec,
-    ServiceStatus, TaskState, Timestamp, UpdateStatus,
+    ContainerSpec, Endpoint, EndpointSpec, ModeKind, ReplicatedMode, RuntimeKind, Service,
+    ServiceSpec, TaskSpec, TaskState, Timestamp, UpdateStatus,
 };
 use shoal_store::{Expect, Kind, Object, Tables};
 use std::collections::HashMap;
@@ -67,6 +68,9 @@ pub fn normalize(spec: &mut ServiceSpec, t: &Tables) -> Result<(), ApiError> {
     }
     match tpl.runtime_kind() {
         RuntimeKind::Process => {
+            // The ContainerSpec the docker CLI was shown (see `docker_view`)
+            // and sent back is not part of a process task.
+            tpl.container_spec = None;
             let p = tpl
                 .process_spec
                 .as_ref()
@@ -196,6 +200,71 @@ fn endpoint_of(spec: &ServiceSpec) -> Option<Endpoint> {
     })
 }
 
+/// Whether a request comes from the docker CLI (or another Docker client).
+pub fn is_docker_client(h: &HeaderMap) -> bool {
+    h.get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("Docker-Client/") || ua.starts_with("Go-http-client/"))
+}
+
+/// A task template as Docker clients need it: the docker CLI reads
+/// `ContainerSpec.Image` of every task and service (and crashes without a
+/// `ContainerSpec`), so a process task shows its command there. The
+/// ContainerSpec of a process task is dropped again on create and update.
+pub fn docker_view(tpl: &mut TaskSpec) {
+    if tpl.runtime_kind() != RuntimeKind::Process || tpl.container_spec.is_some() {
+        return;
+    }
+    if let Some(p) = &tpl.process_spec {
+        tpl.container_spec = Some(ContainerSpec {
+            image: p.command.clone(),
+            args: p.args.clone(),
+            env: p.env.clone(),
+            dir: p.dir.clone(),
+            user: p.user.clone(),
+            ..Default::default()
+        });
+    }
+}
+
+/// A service as the API shows it.
+///
+/// Swarm declares an update `completed` only after watching the last
+/// updated task for one more `Monitor` period; the docker CLI relies on
+/// that (it stops polling, without reporting convergence, when it sees
+/// `completed` before all tasks run). shoal's orchestrator completes an
+/// update as soon as the last task runs, so for one `Monitor` period after
+/// that the update is still shown as in progress to Docker clients.
+pub fn present(mut svc: Service, docker: bool) -> Service {
+    if !docker {
+        return svc;
+    }
+    if let Some(u) = &mut svc.update_status {
+        if u.state == "completed" {
+            let monitor = svc
+                .spec
+                .update_config
+                .as_ref()
+                .map(|c| c.monitor)
+                .filter(|m| *m > 0)
+                .unwrap_or(5_000_000_000);
+            let recent = u.completed_at.is_some_and(|t| {
+                !t.is_zero() && t.elapsed() < std::time::Duration::from_nanos(monitor as u64)
+            });
+            if recent {
+                u.state = "updating".into();
+                u.message = "update in progress".into();
+                u.completed_at = None;
+            }
+        }
+    }
+    docker_view(&mut svc.spec.task_template);
+    if let Some(p) = &mut svc.previous_spec {
+        docker_view(&mut p.task_template);
+    }
+    svc
+}
+
 /// `POST /services/create`.
 pub async fn create(
     State(s): State<ApiState>,
@@ -251,8 +320,10 @@ pub fn status_of(t: &Tables, svc: &Service) -> ServiceStatus {
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Vec<Service>>, ApiError> {
     let m = s.manager()?;
+    let docker = is_docker_client(&headers);
     let f = filters(&q)?;
     for k in f.keys() {
         if !["id", "name", "label", "mode"].contains(&k.as_str()) {
@@ -288,7 +359,7 @@ pub async fn list(
                 if status {
                     svc.service_status = Some(status_of(t, x));
                 }
-                svc
+                present(svc, docker)
             })
             .collect()
     });
@@ -339,9 +410,11 @@ pub async fn inspect(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Service>, ApiError> {
     let m = s.manager()?;
     let svc = (*m.store.view(|t| find(t, &id))?).clone();
+    let svc = present(svc, is_docker_client(&headers));
     Ok(Json(if bool_param(q.get("insertDefaults")) {
         with_defaults(svc)
     } else {

@@ -20,7 +20,36 @@ pub async fn inspect(State(s): State<ApiState>) -> Result<Json<Cluster>, ApiErro
         .store
         .view(|t| t.cluster.clone())
         .ok_or_else(|| ApiError::internal("no cluster object"))?;
-    Ok(Json(c.cluster.clone()))
+    Ok(Json(present(&c.cluster)))
+}
+
+/// The cluster as the API shows it: the settings in effect, defaults
+/// included (as swarmkit stores them explicitly).
+pub fn present(c: &Cluster) -> Cluster {
+    let mut c = c.clone();
+    let spec = &mut c.spec;
+    spec.orchestration
+        .task_history_retention_limit
+        .get_or_insert(shoal_api::DEFAULT_TASK_HISTORY);
+    spec.dispatcher
+        .heartbeat_period
+        .get_or_insert(shoal_api::DEFAULT_HEARTBEAT_PERIOD.as_nanos() as i64);
+    spec.ca_config
+        .node_cert_expiry
+        .get_or_insert(shoal_api::DEFAULT_NODE_CERT_EXPIRY.as_nanos() as i64);
+    if spec.name.is_empty() {
+        spec.name = "default".into();
+    }
+    if c.default_addr_pool.is_none() {
+        c.default_addr_pool = Some(vec!["10.0.0.0/8".into()]);
+    }
+    if c.subnet_size == 0 {
+        c.subnet_size = 24;
+    }
+    if c.data_path_port == 0 {
+        c.data_path_port = 4789;
+    }
+    c
 }
 
 /// A fresh join token for `role` of the cluster whose root CA is `ca_cert_pem`.

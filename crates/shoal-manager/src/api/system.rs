@@ -93,7 +93,8 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
                     managers,
                 )
             });
-            let cluster = cluster.map(|mut c| {
+            let cluster = cluster.map(|c| {
+                let mut c = super::swarm::present(&c);
                 c.join_tokens = Default::default();
                 let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);
                 if let Some(o) = v.as_object_mut() {
@@ -119,7 +120,7 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
             })
         }
     };
-    Json(json!({
+    let mut out = json!({
         "ID": local.node_id,
         "Name": local.hostname,
         "ServerVersion": SHOAL_VERSION,
@@ -132,7 +133,56 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
         "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0, "Images": 0,
         "Driver": "", "Labels": [], "ExperimentalBuild": false,
         "Swarm": swarm,
-    }))
+    });
+    // The engine-level facts (containers, images, storage, runtimes) are
+    // this node's Docker Engine's, when it has one.
+    if let Some(Value::Object(engine)) =
+        super::engine::get_json("/info", std::time::Duration::from_secs(2)).await
+    {
+        const FROM_ENGINE: &[&str] = &[
+            "Containers",
+            "ContainersRunning",
+            "ContainersPaused",
+            "ContainersStopped",
+            "Images",
+            "Driver",
+            "DriverStatus",
+            "Plugins",
+            "MemoryLimit",
+            "SwapLimit",
+            "CpuCfsPeriod",
+            "CpuCfsQuota",
+            "CPUShares",
+            "CPUSet",
+            "PidsLimit",
+            "IPv4Forwarding",
+            "LoggingDriver",
+            "CgroupDriver",
+            "CgroupVersion",
+            "DockerRootDir",
+            "Runtimes",
+            "DefaultRuntime",
+            "InitBinary",
+            "ContainerdCommit",
+            "RuncCommit",
+            "InitCommit",
+            "SecurityOptions",
+            "IndexServerAddress",
+            "RegistryConfig",
+            "Isolation",
+            "LiveRestoreEnabled",
+            "OperatingSystem",
+            "OSVersion",
+        ];
+        if let Some(o) = out.as_object_mut() {
+            for k in FROM_ENGINE {
+                if let Some(v) = engine.get(*k) {
+                    o.insert((*k).to_string(), v.clone());
+                }
+            }
+        }
+    }
+    Json(out)
 }
 
 /// Unknown paths.

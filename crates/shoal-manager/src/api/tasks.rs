@@ -5,6 +5,7 @@ use super::blobs::resolve;
 use super::nodes::filters;
 use super::{ApiError, ApiState};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use shoal_api::{Task, TaskState};
 use std::collections::HashMap;
@@ -13,8 +14,10 @@ use std::collections::HashMap;
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Vec<Task>>, ApiError> {
     let m = s.manager()?;
+    let docker = super::services::is_docker_client(&headers);
     let f = filters(&q)?;
     for k in f.keys() {
         if ![
@@ -122,7 +125,7 @@ pub async fn list(
                     v.iter().any(|n| name.starts_with(n.as_str()))
                 })
             })
-            .map(|x| (**x).clone())
+            .map(|x| present((**x).clone(), docker))
             .collect::<Vec<_>>()
     });
     Ok(Json(out))
@@ -132,8 +135,20 @@ pub async fn list(
 pub async fn inspect(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Task>, ApiError> {
     let m = s.manager()?;
     let task = m.store.view(|t| resolve(&t.tasks, &id, "task"))?;
-    Ok(Json((*task).clone()))
+    Ok(Json(present(
+        (*task).clone(),
+        super::services::is_docker_client(&headers),
+    )))
+}
+
+/// A task as the API shows it (see [`super::services::docker_view`]).
+fn present(mut task: Task, docker: bool) -> Task {
+    if docker {
+        super::services::docker_view(&mut task.spec);
+    }
+    task
 }

@@ -91,6 +91,7 @@ async fn commit(proposer: &Proposer, ops: Vec<Op>) {
             .propose(Command {
                 ops: chunk.to_vec(),
                 atomic: false,
+                request: 0,
             })
             .await
         {

@@ -429,3 +429,35 @@ pub fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, St
     };
     (status, body)
 }
+
+impl Cluster {
+    /// Joins like [`Cluster::join`], with extra daemon flags (e.g.
+    /// `--docker-socket PATH`); returns its index.
+    pub fn join_with(&mut self, name: &str, role: &str, via: usize, extra: &[&str]) -> usize {
+        let token = self.nodes[via]
+            .ok(&["swarm", "join-token", "-q", role])
+            .trim()
+            .to_string();
+        let manager = self.nodes[via].addr.clone();
+        let mut d = self.daemon(name);
+        let dir = d.dir.display().to_string();
+        let addr = d.addr.clone();
+        let mut args = vec![
+            "join",
+            "--data-dir",
+            &dir,
+            "--listen-addr",
+            &addr,
+            "--hostname",
+            name,
+            "--token",
+            &token,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&manager);
+        d.spawn(&args);
+        d.wait_api();
+        self.nodes.push(d);
+        self.nodes.len() - 1
+    }
+}
