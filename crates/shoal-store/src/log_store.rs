@@ -20,7 +20,13 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The newest entries, so replication reads them without a disk read
+    /// and a decode (followers ask for what was just appended).
+    cache: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
 }
+
+/// How many recent entries the cache keeps.
+const CACHE_ENTRIES: usize = 512;
 
 fn io_err(
     subject: ErrorSubject<u64>,
@@ -46,7 +52,10 @@ impl LogStore {
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            cache: Default::default(),
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -109,8 +118,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let db = self.db.clone();
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        {
+            let cache = self.cache.lock().expect("log cache");
+            let first = match bounds.0 {
+                Bound::Included(i) => Some(i),
+                Bound::Excluded(i) => Some(i + 1),
+                Bound::Unbounded => None,
+            };
+            // The cache holds a contiguous suffix of the log (appends are
+            // contiguous; truncate and purge cut its ends), so a range that
+            // starts inside it is served whole from memory.
+            if let (Some(first), Some((&lowest, _))) = (first, cache.first_key_value()) {
+                if first >= lowest {
+                    return Ok(cache.range(bounds).map(|(_, e)| e.clone()).collect());
+                }
+            }
+        }
+        let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_read().map_err(read_err)?;
             let table = tx.open_table(LOGS).map_err(read_err)?;
@@ -186,8 +211,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
+        let mut fresh = Vec::new();
         for e in entries {
             encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(write_err)?));
+            fresh.push(e);
         }
         let db = self.db.clone();
         let res = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
@@ -204,6 +231,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(write_err)?;
         match res {
             Ok(()) => {
+                {
+                    let mut cache = self.cache.lock().expect("log cache");
+                    if let Some(first) = fresh.first() {
+                        // Overwritten indexes and everything after them are replaced.
+                        let stale: Vec<u64> =
+                            cache.range(first.log_id.index..).map(|(k, _)| *k).collect();
+                        for k in stale {
+                            cache.remove(&k);
+                        }
+                    }
+                    for e in fresh {
+                        cache.insert(e.log_id.index, e);
+                    }
+                    while cache.len() > CACHE_ENTRIES {
+                        cache.pop_first();
+                    }
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -215,6 +259,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache
+            .lock()
+            .expect("log cache")
+            .retain(|k, _| *k < log_id.index);
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
@@ -228,6 +276,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache
+            .lock()
+            .expect("log cache")
+            .retain(|k, _| *k > log_id.index);
         let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
         let tx = self.db.begin_write().map_err(write_err)?;
         {
