@@ -355,6 +355,17 @@ impl Dispatcher {
 
     /// Records task status reports from `node_id`'s agent (forward-only).
     pub async fn report_status(&self, node_id: &str, reports: Vec<TaskStatusReport>) {
+        // One op per task: the latest report wins (states only move forward).
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for (i, r) in reports.iter().enumerate() {
+            latest.insert(r.task_id.clone(), i);
+        }
+        let reports: Vec<TaskStatusReport> = reports
+            .into_iter()
+            .enumerate()
+            .filter(|(i, r)| latest.get(&r.task_id) == Some(i))
+            .map(|(_, r)| r)
+            .collect();
         let mut ops = Vec::new();
         self.store.view(|t| {
             for r in &reports {

@@ -13,7 +13,7 @@ use shoal_api::NodeRole;
 use shoal_net::pki::{NodeIdentity, Role};
 use shoal_net::rpc::pb::cluster_server::Cluster;
 use shoal_net::rpc::pb::raft_server;
-use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest};
+use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest, TaskStatusReport};
 use shoal_net::tls::PeerInfo;
 use shoal_store::{Batch, Raft, Shared, SnapshotMeta, TypeConfig, Vote};
 use std::pin::Pin;
@@ -179,25 +179,54 @@ impl Cluster for Services {
             .await?;
         let dispatcher = self.dispatcher.clone();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);
+        // Three loops, so neither a slow write nor a slow agent ever delays
+        // reading heartbeats: dispatcher → agent, agent → dispatcher, and
+        // the status writer (which merges bursts into one write).
+        let forward_tx = out_tx.clone();
+        // When the dispatcher drops the session (leadership lost), the whole
+        // stream ends so the agent looks for the new leader.
+        let closed = tokio_util::sync::CancellationToken::new();
+        let closing = closed.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if forward_tx.send(Ok(msg(&m))).await.is_err() {
+                    break;
+                }
+            }
+            closing.cancel();
+        });
+        let (status_tx, mut status_rx) =
+            tokio::sync::mpsc::unbounded_channel::<Vec<TaskStatusReport>>();
+        let writer = dispatcher.clone();
+        let writer_node = node_id.clone();
+        tokio::spawn(async move {
+            while let Some(mut reports) = status_rx.recv().await {
+                while let Ok(more) = status_rx.try_recv() {
+                    reports.extend(more);
+                }
+                writer.report_status(&writer_node, reports).await;
+            }
+        });
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    m = rx.recv() => match m {
-                        Some(m) => if out_tx.send(Ok(msg(&m))).await.is_err() { break },
-                        None => break,
+                let m = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = closed.cancelled() => break,
+                };
+                match m {
+                    Ok(Some(m)) => match parse::<AgentMessage>(&m) {
+                        Ok(AgentMessage::Heartbeat) => dispatcher.heartbeat(&node_id),
+                        Ok(AgentMessage::Status(reports)) => {
+                            dispatcher.heartbeat(&node_id);
+                            let _ = status_tx.send(reports);
+                        }
+                        Ok(AgentMessage::Hello { .. }) => {}
+                        Err(e) => {
+                            let _ = out_tx.send(Err(e)).await;
+                            break;
+                        }
                     },
-                    m = inbound.message() => match m {
-                        Ok(Some(m)) => match parse::<AgentMessage>(&m) {
-                            Ok(AgentMessage::Heartbeat) => dispatcher.heartbeat(&node_id),
-                            Ok(AgentMessage::Status(reports)) => {
-                                dispatcher.heartbeat(&node_id);
-                                dispatcher.report_status(&node_id, reports).await;
-                            }
-                            Ok(AgentMessage::Hello { .. }) => {}
-                            Err(e) => { let _ = out_tx.send(Err(e)).await; break; }
-                        },
-                        _ => break,
-                    },
+                    _ => break,
                 }
             }
             dispatcher.close_session(&node_id, session);

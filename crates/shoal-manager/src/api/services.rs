@@ -68,9 +68,6 @@ pub fn normalize(spec: &mut ServiceSpec, t: &Tables) -> Result<(), ApiError> {
     }
     match tpl.runtime_kind() {
         RuntimeKind::Process => {
-            // The ContainerSpec the docker CLI was shown (see `docker_view`)
-            // and sent back is not part of a process task.
-            tpl.container_spec = None;
             let p = tpl
                 .process_spec
                 .as_ref()
@@ -209,8 +206,11 @@ pub fn is_docker_client(h: &HeaderMap) -> bool {
 
 /// A task template as Docker clients need it: the docker CLI reads
 /// `ContainerSpec.Image` of every task and service (and crashes without a
-/// `ContainerSpec`), so a process task shows its command there. The
-/// ContainerSpec of a process task is dropped again on create and update.
+/// `ContainerSpec`), drops the fields it does not know (`ProcessSpec`)
+/// when it sends a spec back, and refuses a `ContainerSpec` with a runtime
+/// other than `container`. So a process task shows its command, args, env,
+/// dir, user and stop grace period as a ContainerSpec, with no `Runtime`;
+/// on update, [`restore_process`] turns that back into the process spec.
 pub fn docker_view(tpl: &mut TaskSpec) {
     if tpl.runtime_kind() != RuntimeKind::Process || tpl.container_spec.is_some() {
         return;
@@ -222,9 +222,39 @@ pub fn docker_view(tpl: &mut TaskSpec) {
             env: p.env.clone(),
             dir: p.dir.clone(),
             user: p.user.clone(),
+            stop_grace_period: p.stop_grace_period,
             ..Default::default()
         });
+        tpl.runtime.clear();
     }
+}
+
+/// When a process service's spec comes back from a Docker client as
+/// [`docker_view`] showed it (no ProcessSpec, a ContainerSpec whose image is
+/// the process's command), rebuilds the process spec with the edits made
+/// to that ContainerSpec.
+fn restore_process(current: &TaskSpec, new: &mut TaskSpec) {
+    if current.runtime_kind() != RuntimeKind::Process
+        || !matches!(new.runtime.as_str(), "" | "container" | "process")
+    {
+        return;
+    }
+    let (Some(cur), Some(c)) = (&current.process_spec, &new.container_spec) else {
+        return;
+    };
+    // The docker client adds `:latest` to an image without a tag.
+    if c.image != cur.command && c.image != format!("{}:latest", cur.command) {
+        return;
+    }
+    let mut p = new.process_spec.clone().unwrap_or_else(|| cur.clone());
+    p.args = c.args.clone();
+    p.env = c.env.clone();
+    p.dir = c.dir.clone();
+    p.user = c.user.clone();
+    p.stop_grace_period = c.stop_grace_period;
+    new.process_spec = Some(p);
+    new.container_spec = None;
+    new.runtime = "process".into();
 }
 
 /// A service as the API shows it.
@@ -384,7 +414,7 @@ fn with_defaults(mut svc: Service) -> Service {
     rp.max_attempts.get_or_insert(0);
     tpl.resources.get_or_insert_with(Default::default);
     tpl.placement.get_or_insert_with(Default::default);
-    if tpl.runtime.is_empty() {
+    if tpl.runtime.is_empty() && tpl.process_spec.is_none() {
         tpl.runtime = "container".into();
     }
     let default_update = shoal_api::UpdateConfig {
@@ -446,6 +476,7 @@ pub async fn update(
     if spec.name.is_empty() {
         spec.name = current.spec.name.clone();
     }
+    restore_process(&current.spec.task_template, &mut spec.task_template);
     if spec.name != current.spec.name {
         return Err(ApiError::bad_request(
             "rpc error: code = Unimplemented desc = renaming services is not supported",
