@@ -257,36 +257,11 @@ fn restore_process(current: &TaskSpec, new: &mut TaskSpec) {
     new.runtime = "process".into();
 }
 
-/// A service as the API shows it.
-///
-/// Swarm declares an update `completed` only after watching the last
-/// updated task for one more `Monitor` period; the docker CLI relies on
-/// that (it stops polling, without reporting convergence, when it sees
-/// `completed` before all tasks run). shoal's orchestrator completes an
-/// update as soon as the last task runs, so for one `Monitor` period after
-/// that the update is still shown as in progress to Docker clients.
+/// A service as the API shows it (to Docker clients, process services get
+/// a stand-in `ContainerSpec`, which the docker CLI needs).
 pub fn present(mut svc: Service, docker: bool) -> Service {
     if !docker {
         return svc;
-    }
-    if let Some(u) = &mut svc.update_status {
-        if u.state == "completed" {
-            let monitor = svc
-                .spec
-                .update_config
-                .as_ref()
-                .map(|c| c.monitor)
-                .filter(|m| *m > 0)
-                .unwrap_or(5_000_000_000);
-            let recent = u.completed_at.is_some_and(|t| {
-                !t.is_zero() && t.elapsed() < std::time::Duration::from_nanos(monitor as u64)
-            });
-            if recent {
-                u.state = "updating".into();
-                u.message = "update in progress".into();
-                u.completed_at = None;
-            }
-        }
     }
     docker_view(&mut svc.spec.task_template);
     if let Some(p) = &mut svc.previous_spec {

@@ -120,19 +120,38 @@ pub fn advance(
         .map(|u| u.state.as_str())
         .unwrap_or("");
     if plan.dirty.is_empty() {
-        if plan.in_progress == 0 {
-            mem.updates.remove(&svc.id);
-            match state {
-                "updating" => ops.push(set_status(svc, "completed", "update completed", now, true)),
-                "rollback_started" => ops.push(set_status(
-                    svc,
-                    "rollback_completed",
-                    "rollback completed",
-                    now,
-                    true,
-                )),
-                _ => {}
+        if plan.in_progress > 0 {
+            if let Some(t) = mem.updates.get_mut(&svc.id) {
+                t.quiet_since = None;
             }
+            return None;
+        }
+        if !matches!(state, "updating" | "rollback_started") {
+            mem.updates.remove(&svc.id);
+            return None;
+        }
+        // As Swarm does, watch the last updated tasks for one Monitor period
+        // before declaring the update complete.
+        let monitor = match config(svc).monitor {
+            m if m > 0 => Duration::from_nanos(m as u64),
+            _ => Duration::from_secs(5),
+        };
+        let track = mem.updates.entry(svc.id.clone()).or_default();
+        let since = *track.quiet_since.get_or_insert(now);
+        if now < since + monitor {
+            return Some(since + monitor);
+        }
+        mem.updates.remove(&svc.id);
+        if state == "updating" {
+            ops.push(set_status(svc, "completed", "update completed", now, true));
+        } else {
+            ops.push(set_status(
+                svc,
+                "rollback_completed",
+                "rollback completed",
+                now,
+                true,
+            ));
         }
         return None;
     }
