@@ -63,8 +63,12 @@ for run in 1 2 3 4 5; do
   done
   t1=$(now_ms); runs+=($((t1 - t0))); echo "run $run: $on_w1 tasks on the killed worker → all 50 running elsewhere in $((t1 - t0)) ms"
   "$BIN" daemon --data-dir "$TMP/w1" >>"$TMP/w1.log" 2>&1 & PIDS+=($!); PID_w1=$!; wait_api w1
-  # let the cluster rebalance onto w1 again for the next run: force an update
-  "$BIN" -H "unix://$TMP/m1/shoal.sock" service update --force fifty >/dev/null
+  # spread the replicas over all nodes again (w1 included) for the next run
+  sleep 1
+  "$BIN" -H "unix://$TMP/m1/shoal.sock" service scale --detach fifty=0 >/dev/null
+  while [ "$(count_running m1 "$SID")" -gt 0 ]; do sleep 0.2; done
+  "$BIN" -H "unix://$TMP/m1/shoal.sock" service scale --detach fifty=50 >/dev/null
+  while [ "$(count_running m1 "$SID")" -lt 50 ]; do sleep 0.2; done
 done
 echo "worker SIGKILL → replicas elsewhere, median of ${#runs[@]}: $(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (${#runs[@]} + 1) / 2 ))p") ms"
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service rm fifty >/dev/null; sleep 3

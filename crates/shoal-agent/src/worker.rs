@@ -50,7 +50,13 @@ pub struct Worker {
     docker: Option<DockerExecutor>,
     status: mpsc::Sender<Vec<TaskStatusReport>>,
     local: Arc<Mutex<HashMap<String, Local>>>,
+    /// Task starts in progress at once: a burst of hundreds of assignments
+    /// must not starve the node (and its heartbeats) of CPU.
+    starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// Concurrent task starts per node.
+const CONCURRENT_STARTS: usize = 8;
 
 fn report(task_id: &str, state: TaskState, message: &str, err: &str) -> TaskStatusReport {
     TaskStatusReport {
@@ -131,6 +137,7 @@ impl Worker {
             docker,
             status,
             local: Arc::new(Mutex::new(HashMap::new())),
+            starts: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_STARTS)),
         }
     }
 
@@ -326,7 +333,10 @@ impl Worker {
             .await;
         self.send(report(&id, TaskState::Starting, "starting", ""))
             .await;
-        match self.process.start(spec).await {
+        let permit = self.starts.acquire().await;
+        let started = self.process.start(spec).await;
+        drop(permit);
+        match started {
             Ok(h) => {
                 let mut r = report(&id, TaskState::Running, &started_message(&h.warnings), "");
                 r.pid = h.pid as i64;
@@ -379,7 +389,10 @@ impl Worker {
             .await;
         self.send(report(&id, TaskState::Starting, "starting", ""))
             .await;
-        match d.start(spec).await {
+        let permit = self.starts.acquire().await;
+        let started = d.start(spec).await;
+        drop(permit);
+        match started {
             Ok(h) => {
                 let mut r = report(&id, TaskState::Running, &started_message(&h.warnings), "");
                 r.pid = h.pid as i64;

@@ -166,6 +166,45 @@ impl Dispatcher {
             .insert(node_id.to_string(), Instant::now());
     }
 
+    /// Nodes marked DOWN whose session is alive and heartbeating again are READY.
+    async fn revive(&self, now: Instant, limit: Duration) {
+        let sessions: Vec<String> = self
+            .sessions
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        let back: Vec<Node> = {
+            let seen = self.last_seen.lock().expect("lock");
+            self.store.view(|t| {
+                sessions
+                    .iter()
+                    .filter_map(|id| t.nodes.get(id))
+                    .filter(|n| n.status.state == NodeState::Down)
+                    .filter(|n| {
+                        seen.get(&n.id)
+                            .is_some_and(|at| now.saturating_duration_since(*at) <= limit)
+                    })
+                    .map(|n| (**n).clone())
+                    .collect()
+            })
+        };
+        for mut n in back {
+            tracing::info!(node = %n.id, "node heartbeats again: marking it ready");
+            let version = n.version.index;
+            n.status.state = NodeState::Ready;
+            n.status.message = String::new();
+            n.updated_at = Timestamp::now();
+            if let Err(e) = self
+                .store_put(Object::Node(n), Expect::Version(version))
+                .await
+            {
+                tracing::debug!("could not mark node ready: {e}");
+            }
+        }
+    }
+
     /// Forgets a session that ended (the node stays READY until its heartbeats lapse).
     pub fn close_session(&self, node_id: &str, session: u64) {
         let mut s = self.sessions.lock().expect("lock");
@@ -264,6 +303,7 @@ impl Dispatcher {
 
     async fn check_heartbeats(self: Arc<Self>, token: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut prev = Instant::now();
         while !token.is_cancelled() {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -271,6 +311,19 @@ impl Dispatcher {
             }
             let limit = self.heartbeat_period() * 3;
             let now = Instant::now();
+            // If this manager itself was starved of CPU, heartbeats that
+            // arrived meanwhile may not have been read yet: don't count the
+            // stall against the nodes.
+            let stall = now
+                .saturating_duration_since(prev)
+                .saturating_sub(Duration::from_millis(250));
+            prev = now;
+            if !stall.is_zero() {
+                for at in self.last_seen.lock().expect("lock").values_mut() {
+                    *at += stall;
+                }
+            }
+            self.revive(now, limit).await;
             let expired: Vec<Node> = {
                 let seen = self.last_seen.lock().expect("lock");
                 self.store.view(|t| {
