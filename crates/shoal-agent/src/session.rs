@@ -27,8 +27,8 @@ pub struct SessionConfig {
 /// `events`; task status reports from `status` go to the dispatcher.
 pub async fn run(
     cfg: SessionConfig,
-    events: mpsc::Sender<DispatcherMessage>,
-    mut status: mpsc::Receiver<Vec<TaskStatusReport>>,
+    events: mpsc::UnboundedSender<DispatcherMessage>,
+    mut status: mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
     token: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -74,8 +74,8 @@ enum SessionEnd {
 async fn session(
     cfg: &SessionConfig,
     addr: &str,
-    events: &mpsc::Sender<DispatcherMessage>,
-    status: &mut mpsc::Receiver<Vec<TaskStatusReport>>,
+    events: &mpsc::UnboundedSender<DispatcherMessage>,
+    status: &mut mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
     token: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let channel =
@@ -131,7 +131,7 @@ async fn session(
                         }
                         _ => {}
                     }
-                    if events.send(m).await.is_err() {
+                    if events.send(m).is_err() {
                         return Ok(());
                     }
                 }
@@ -147,7 +147,7 @@ async fn session(
 /// it all) — one message and one Raft write for a burst of task starts.
 fn coalesce(
     first: Vec<TaskStatusReport>,
-    rx: &mut mpsc::Receiver<Vec<TaskStatusReport>>,
+    rx: &mut mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
 ) -> Vec<TaskStatusReport> {
     let mut order: Vec<String> = Vec::new();
     let mut latest: std::collections::HashMap<String, TaskStatusReport> =

@@ -48,7 +48,7 @@ pub struct Worker {
     node_id: String,
     process: ProcessExecutor,
     docker: Option<DockerExecutor>,
-    status: mpsc::Sender<Vec<TaskStatusReport>>,
+    status: mpsc::UnboundedSender<Vec<TaskStatusReport>>,
     local: Arc<Mutex<HashMap<String, Local>>>,
     /// Task starts in progress at once: a burst of hundreds of assignments
     /// must not starve the node (and its heartbeats) of CPU.
@@ -129,7 +129,7 @@ impl Worker {
         node_id: &str,
         process: ProcessExecutor,
         docker: Option<DockerExecutor>,
-        status: mpsc::Sender<Vec<TaskStatusReport>>,
+        status: mpsc::UnboundedSender<Vec<TaskStatusReport>>,
     ) -> Worker {
         Worker {
             node_id: node_id.to_string(),
@@ -184,7 +184,7 @@ impl Worker {
         if let Some(l) = self.local.lock().expect("lock").get_mut(&r.task_id) {
             l.state = r.state;
         }
-        let _ = self.status.send(vec![r]).await;
+        let _ = self.status.send(vec![r]);
     }
 
     /// Re-adopts tasks (processes and containers) that survived an agent restart.

@@ -456,8 +456,8 @@ async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
         })
     };
 
-    let (events_tx, mut events) = mpsc::channel(64);
-    let (status_tx, status_rx) = mpsc::channel(1024);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
     let worker = shoal_agent::worker::Worker::new(&state.node_id, process, docker, status_tx);
     worker.adopt().await;
     let session = shoal_agent::session::run(
