@@ -26,7 +26,7 @@ pub struct LogStore {
 }
 
 /// How many recent entries the cache keeps.
-const CACHE_ENTRIES: usize = 512;
+const CACHE_ENTRIES: usize = 64;
 
 fn io_err(
     subject: ErrorSubject<u64>,
@@ -47,7 +47,9 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 impl LogStore {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<LogStore> {
-        let db = Database::create(path)?;
+        // A small page cache: the log is written far more than read (recent
+        // entries are served from memory), and redb's default cache is 1 GiB.
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(LOGS)?;
         tx.open_table(META)?;

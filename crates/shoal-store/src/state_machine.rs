@@ -125,7 +125,7 @@ impl StateMachine {
             }
             None => (Tables::default(), None, StoredMembership::default()),
         };
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(64);
         let (applied, _) = watch::channel(last_applied.map(|l| l.index).unwrap_or(0));
         Ok(StateMachine {
             shared: Arc::new(Shared {

@@ -86,7 +86,7 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<shoal_store::Change>) {
 async fn commit(proposer: &Proposer, ops: Vec<Op>) {
     // Independent ops: one stale version (an agent's status report raced us)
     // must not block the others; the next pass retries it.
-    for chunk in ops.chunks(2000) {
+    for chunk in ops.chunks(500) {
         match proposer
             .propose(Command {
                 ops: chunk.to_vec(),
