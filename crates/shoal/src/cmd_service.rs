@@ -954,34 +954,18 @@ fn print_pretty(v: &Value) {
             u["Order"].as_str().unwrap_or("stop-first")
         );
     }
-    if let Some(p) = tpl.get("ProcessSpec") {
+    for (key, field, label) in [
+        ("ProcessSpec", "Command", "Command:\t"),
+        ("ContainerSpec", "Image", "Image:\t\t"),
+    ] {
+        let Some(spec) = tpl.get(key) else { continue };
         println!(
-            "ProcessSpec:\n Command:\t{}",
-            p["Command"].as_str().unwrap_or_default()
+            "{key}:\n {label}{}",
+            spec[field].as_str().unwrap_or_default()
         );
-        if let Some(a) = p["Args"].as_array() {
-            println!(
-                " Args:\t\t{}",
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-        }
-    }
-    if let Some(cs) = tpl.get("ContainerSpec") {
-        println!(
-            "ContainerSpec:\n Image:\t\t{}",
-            cs["Image"].as_str().unwrap_or_default()
-        );
-        if let Some(a) = cs["Args"].as_array() {
-            println!(
-                " Args:\t\t{}",
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+        if let Some(a) = spec["Args"].as_array() {
+            let args: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+            println!(" Args:\t\t{}", args.join(" "));
         }
     }
     println!(
