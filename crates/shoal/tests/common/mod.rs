@@ -254,29 +254,7 @@ impl Cluster {
 
     /// Joins a node through `via` with the `role`'s token; returns its index.
     pub fn join(&mut self, name: &str, role: &str, via: usize) -> usize {
-        let token = self.nodes[via]
-            .ok(&["swarm", "join-token", "-q", role])
-            .trim()
-            .to_string();
-        let manager = self.nodes[via].addr.clone();
-        let mut d = self.daemon(name);
-        let dir = d.dir.display().to_string();
-        let addr = d.addr.clone();
-        d.spawn(&[
-            "join",
-            "--data-dir",
-            &dir,
-            "--listen-addr",
-            &addr,
-            "--hostname",
-            name,
-            "--token",
-            &token,
-            &manager,
-        ]);
-        d.wait_api();
-        self.nodes.push(d);
-        self.nodes.len() - 1
+        self.join_with(name, role, via, &[])
     }
 
     /// Runs `shoal join` for a node that must fail; returns its output.
