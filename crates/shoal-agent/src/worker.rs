@@ -187,6 +187,24 @@ impl Worker {
         let _ = self.status.send(vec![r]);
     }
 
+    /// Stops and removes every task of this node (the node leaves its
+    /// cluster), waiting until they are gone.
+    pub async fn remove_all(&self) {
+        let all: Vec<(String, Exec)> = self
+            .local
+            .lock()
+            .expect("lock")
+            .drain()
+            .map(|(id, l)| (id, l.exec))
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (id, exec) in all {
+            let me = self.clone();
+            set.spawn(async move { me.exec_remove(&id, exec).await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
     /// Re-adopts tasks (processes and containers) that survived an agent restart.
     pub async fn adopt(&self) {
         match self.process.list().await {

@@ -211,3 +211,81 @@ pub struct JoinTokens {
     #[serde(rename = "Manager", default)]
     pub manager: String,
 }
+
+/// `POST /swarm/init` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InitRequest {
+    /// Node-to-node listen address: `IP[:PORT]` or `INTERFACE[:PORT]` (port 2377 by default).
+    #[serde(rename = "ListenAddr", default)]
+    pub listen_addr: String,
+    /// Address other nodes reach this one at (same forms; the listen port by default).
+    #[serde(rename = "AdvertiseAddr", default)]
+    pub advertise_addr: String,
+    /// Data path address (overlay traffic; recorded, not used yet).
+    #[serde(rename = "DataPathAddr", default)]
+    pub data_path_addr: String,
+    /// VXLAN port.
+    #[serde(rename = "DataPathPort", default)]
+    pub data_path_port: u32,
+    /// Overlay address pools.
+    #[serde(rename = "DefaultAddrPool", default)]
+    pub default_addr_pool: Option<Vec<String>>,
+    /// Overlay subnet size.
+    #[serde(rename = "SubnetSize", default)]
+    pub subnet_size: u32,
+    /// Quorum-loss recovery on an existing manager.
+    #[serde(rename = "ForceNewCluster", default)]
+    pub force_new_cluster: bool,
+    /// Initial cluster settings (zero values keep the defaults).
+    #[serde(rename = "Spec", default)]
+    pub spec: Option<ClusterSpec>,
+    /// Lock managers' keys at rest with an unlock key.
+    #[serde(rename = "AutoLockManagers", default)]
+    pub auto_lock_managers: bool,
+    /// This node's availability: `active` (also when empty), `pause` or `drain`.
+    #[serde(rename = "Availability", default)]
+    pub availability: String,
+}
+
+/// `POST /swarm/join` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Node-to-node listen address.
+    #[serde(rename = "ListenAddr", default)]
+    pub listen_addr: String,
+    /// Address other nodes reach this one at (found from the route to the manager by default).
+    #[serde(rename = "AdvertiseAddr", default)]
+    pub advertise_addr: String,
+    /// Data path address (recorded, not used yet).
+    #[serde(rename = "DataPathAddr", default)]
+    pub data_path_addr: String,
+    /// Managers to join through.
+    #[serde(rename = "RemoteAddrs", default)]
+    pub remote_addrs: Vec<String>,
+    /// Join token.
+    #[serde(rename = "JoinToken", default)]
+    pub join_token: String,
+    /// This node's availability: `active` (also when empty), `pause` or `drain`.
+    #[serde(rename = "Availability", default)]
+    pub availability: String,
+}
+
+/// Parses the `Availability` of an init or join request (empty: active).
+pub fn parse_availability(s: &str) -> Result<crate::Availability, String> {
+    match s {
+        "" | "active" => Ok(crate::Availability::Active),
+        "pause" => Ok(crate::Availability::Pause),
+        "drain" => Ok(crate::Availability::Drain),
+        other => Err(format!(
+            "invalid Availability {other:?}: expected active, pause or drain"
+        )),
+    }
+}
+
+/// `POST /swarm/unlock` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UnlockRequest {
+    /// `SWMKEY-1-…`.
+    #[serde(rename = "UnlockKey", default)]
+    pub unlock_key: String,
+}

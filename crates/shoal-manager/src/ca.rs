@@ -100,6 +100,7 @@ pub async fn join(
         updated_at: now,
         spec: NodeSpec {
             role,
+            availability: req.availability.unwrap_or_default(),
             ..Default::default()
         },
         description: req.description,

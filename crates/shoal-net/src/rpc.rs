@@ -37,6 +37,9 @@ pub struct JoinRequest {
     pub addr: String,
     /// What the node is.
     pub description: NodeDescription,
+    /// The availability it starts with (active when absent).
+    #[serde(default)]
+    pub availability: Option<shoal_api::Availability>,
 }
 
 /// A manager's identity and address.

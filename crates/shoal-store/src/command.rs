@@ -52,6 +52,9 @@ pub struct ClusterRecord {
     pub ca_cert_pem: String,
     /// Root CA private key, PEM.
     pub ca_key_pem: String,
+    /// The managers' unlock key (`SWMKEY-1-…`) while autolock is on, else empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unlock_key: String,
 }
 
 /// Any stored object.

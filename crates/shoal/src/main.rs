@@ -1,10 +1,12 @@
 //! shoal: the command line. Daemon commands (`init`, `join`, `daemon`,
 //! `dev`) start a node; the others talk to a node's control API.
 
+mod addr;
 mod client;
 mod cmd_node;
 mod cmd_service;
 mod cmd_swarm;
+mod host;
 mod logs;
 mod node;
 mod progress;
@@ -81,7 +83,8 @@ enum Cmd {
         /// A manager's address (HOST:PORT).
         manager: String,
     },
-    /// Restart a node from its data dir.
+    /// Run the node of a data dir; with an empty one, a node in no swarm
+    /// that waits for `docker swarm init` / `join` through its API.
     Daemon {
         /// Data directory of this node.
         #[arg(long)]
@@ -89,6 +92,12 @@ enum Cmd {
         /// Also serve the API on this socket (remembered for later restarts).
         #[arg(long)]
         docker_socket: Option<PathBuf>,
+        /// Control API socket while the node is in no swarm (default DATA_DIR/shoal.sock).
+        #[arg(long)]
+        api_socket: Option<PathBuf>,
+        /// Host name this node reports, for a node created through the API.
+        #[arg(long)]
+        hostname: Option<String>,
     },
     /// A one-node cluster (manager + agent) in the foreground.
     Dev {
@@ -214,7 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Daemon {
             data_dir,
             docker_socket,
-        } => node::daemon(data_dir, docker_socket).await,
+            api_socket,
+            hostname,
+        } => node::daemon(data_dir, docker_socket, api_socket, hostname).await,
         Cmd::Dev {
             data_dir,
             api_socket,

@@ -11,22 +11,16 @@ use shoal_api::{
     Cluster, ClusterSpec, EngineDescription, ManagerStatus, Node, NodeDescription, NodeRole,
     NodeSpec, NodeState as Liveness, NodeStatus, Platform, Resources, Timestamp, TlsInfo,
 };
-use shoal_manager::api::{ApiError, ApiState, LocalNode, NodeControl};
-use shoal_manager::peers::Peers;
-use shoal_manager::{Bootstrap, Manager, ManagerConfig};
+use shoal_manager::Bootstrap;
 use shoal_net::pki::{NodeKeyPair, Role, RootCa};
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
-use shoal_net::rpc::pb::{cluster_server::ClusterServer, raft_server::RaftServer};
-use shoal_net::rpc::{
-    msg, DispatcherMessage, JoinRequest, JoinResponse, ManagerAddr, RenewRequest, RenewResponse,
-};
-use shoal_net::tls::{self, ReloadableCert, TlsIncoming};
+use shoal_net::rpc::{msg, JoinRequest, JoinResponse, ManagerAddr, RenewRequest, RenewResponse};
+use shoal_net::tls::{self, ReloadableCert};
 use shoal_net::token::ParsedToken;
 use shoal_store::ClusterRecord;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Flags shared by `init` and `join`.
@@ -114,7 +108,7 @@ pub fn describe(hostname: Option<&str>) -> NodeDescription {
 /// Finds the node's Docker Engine (DOCKER_HOST, else /var/run/docker.sock);
 /// when one answers, the node offers the `docker` executor and describes
 /// the engine.
-async fn detect_engine(
+pub async fn detect_engine(
     description: &mut NodeDescription,
 ) -> Option<shoal_agent::docker::DockerExecutor> {
     let d = match shoal_agent::docker::DockerExecutor::connect(None).await {
@@ -144,20 +138,50 @@ async fn detect_engine(
     }
 }
 
-/// `shoal init`: a new cluster with this node as its first manager.
-pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Result<()> {
-    let dir = DataDir::new(&args.data_dir);
+/// Settings of a new cluster beyond the node's addresses.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Initial cluster settings (unset fields keep their defaults).
+    pub spec: Option<ClusterSpec>,
+    /// Agent heartbeat period (`--heartbeat-period`).
+    pub heartbeat: Option<Duration>,
+    /// Lock the managers' keys with an unlock key.
+    pub autolock: bool,
+    /// This node's availability.
+    pub availability: Option<shoal_api::Availability>,
+    /// Overlay address pools.
+    pub default_addr_pool: Option<Vec<String>>,
+    /// Overlay subnet size.
+    pub subnet_size: u32,
+    /// VXLAN port.
+    pub data_path_port: u32,
+}
+
+/// Writes the data dir of a new cluster's first manager: root CA, node
+/// certificate, `node.json`. Returns how its manager bootstraps.
+pub fn prepare_init(
+    dir: &DataDir,
+    args: &StartArgs,
+    opts: InitOptions,
+) -> anyhow::Result<Bootstrap> {
     dir.ensure_unused()?;
-    let addr = advertise(&args)?;
+    let addr = advertise(args)?;
     let ca = RootCa::generate()?;
     let cluster_id = shoal_api::new_id();
     let node_id = shoal_api::new_id();
     let raft_id = shoal_api::new_raft_id();
-    let spec = {
-        let mut s = ClusterSpec::default();
-        s.dispatcher.heartbeat_period = heartbeat.map(|d| d.as_nanos() as i64);
-        s
-    };
+    let mut spec = opts.spec.unwrap_or_default();
+    if spec.name.is_empty() {
+        spec.name = "default".into();
+    }
+    if let Some(hb) = opts.heartbeat {
+        spec.dispatcher.heartbeat_period = Some(hb.as_nanos() as i64);
+    }
+    spec.encryption_config.auto_lock_managers |= opts.autolock;
+    let unlock_key = spec
+        .encryption_config
+        .auto_lock_managers
+        .then(shoal_net::lock::UnlockKey::generate);
     let host = shoal_manager::ca::host_of(&addr);
     let cert = ca.issue_node_cert(
         &node_id,
@@ -178,8 +202,17 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
                 trust_root: ca.cert_pem.clone(),
                 ..Default::default()
             },
-            subnet_size: 24,
-            data_path_port: 4789,
+            subnet_size: if opts.subnet_size == 0 {
+                24
+            } else {
+                opts.subnet_size
+            },
+            data_path_port: if opts.data_path_port == 0 {
+                4789
+            } else {
+                opts.data_path_port
+            },
+            default_addr_pool: opts.default_addr_pool.filter(|p| !p.is_empty()),
             join_tokens: shoal_api::JoinTokens {
                 worker: token(Role::Worker),
                 manager: token(Role::Manager),
@@ -188,6 +221,10 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         },
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
+        unlock_key: unlock_key
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
     };
     let node = Node {
         id: node_id.clone(),
@@ -195,6 +232,7 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         updated_at: now,
         spec: NodeSpec {
             role: NodeRole::Manager,
+            availability: opts.availability.unwrap_or_default(),
             ..Default::default()
         },
         description: describe(args.hostname.as_deref()),
@@ -227,18 +265,71 @@ pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Resul
         docker_socket: args.docker_socket.clone(),
     };
     std::fs::create_dir_all(&args.data_dir)?;
+    dir.use_seal(unlock_key);
     dir.save_certs(&ca.cert_pem, &cert.cert_pem, &cert.key_pem)?;
     dir.save(&state)?;
-    run(dir, Bootstrap::Init(Box::new((record, node)))).await
+    Ok(Bootstrap::Init(Box::new((record, node))))
 }
 
-/// `shoal join`: joins the cluster of `manager` with `token`.
-pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Result<()> {
+/// `shoal init`: a new cluster with this node as its first manager.
+pub async fn init(args: StartArgs, heartbeat: Option<Duration>) -> anyhow::Result<()> {
+    let dir = DataDir::new(&args.data_dir);
+    let bootstrap = prepare_init(
+        &dir,
+        &args,
+        InitOptions {
+            heartbeat,
+            ..Default::default()
+        },
+    )?;
+    crate::host::run(
+        dir,
+        crate::host::Sockets::of(&args),
+        crate::host::Start::Run(bootstrap),
+        false,
+    )
+    .await
+}
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinFailure {
+    /// A bad token or address, or the cluster refused the token.
+    #[error("{0}")]
+    Invalid(String),
+    /// No manager answered.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Anything else (local I/O…).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<shoal_net::pki::PkiError> for JoinFailure {
+    fn from(e: shoal_net::pki::PkiError) -> JoinFailure {
+        JoinFailure::Other(e.into())
+    }
+}
+
+impl From<shoal_net::tls::TlsError> for JoinFailure {
+    fn from(e: shoal_net::tls::TlsError) -> JoinFailure {
+        JoinFailure::Other(e.into())
+    }
+}
+
+/// Joins the cluster of `manager` with `token`: gets a certificate signed
+/// and writes the data dir.
+pub async fn prepare_join(
+    args: &StartArgs,
+    token: String,
+    manager: String,
+    availability: Option<shoal_api::Availability>,
+) -> Result<(), JoinFailure> {
     let dir = DataDir::new(&args.data_dir);
     dir.ensure_unused()?;
-    let parsed = ParsedToken::parse(&token)?;
-    parse_addr("manager address", &manager)?;
-    let addr = advertise(&args)?;
+    let parsed = ParsedToken::parse(&token).map_err(|e| JoinFailure::Invalid(e.to_string()))?;
+    parse_addr("manager address", &manager).map_err(|e| JoinFailure::Invalid(format!("{e:#}")))?;
+    let addr = advertise(args).map_err(|e| JoinFailure::Invalid(format!("{e:#}")))?;
     let key = NodeKeyPair::generate()?;
     let (cfg, capture) = tls::pinned_client_config(&parsed.ca_digest)?;
     let channel = tls::connect_channel(&manager, cfg)?;
@@ -248,29 +339,32 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
         csr_pem: key.csr_pem()?,
         addr: addr.clone(),
         description: describe(args.hostname.as_deref()),
+        availability,
     };
     let resp = tokio::time::timeout(Duration::from_secs(20), client.join(msg(&req)))
         .await
-        .map_err(|_| anyhow::anyhow!("timed out joining through {manager}"))?
+        .map_err(|_| JoinFailure::Unreachable(format!("timed out joining through {manager}")))?
         .map_err(|s| {
             if s.code() == tonic::Code::Unavailable {
-                anyhow::anyhow!(
+                JoinFailure::Unreachable(format!(
                     "cannot reach a manager of this cluster at {manager}: {} (is the address right, and does the token belong to that cluster?)",
                     s.message()
-                )
+                ))
             } else {
-                anyhow::anyhow!("join refused: {}", s.message())
+                JoinFailure::Invalid(format!("join refused: {}", s.message()))
             }
         })?;
     let resp: JoinResponse = shoal_net::rpc::parse(resp.get_ref())
-        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+        .map_err(|s| JoinFailure::Invalid(s.message().to_string()))?;
     let ca_pem = capture
         .root_matching(&parsed.ca_digest)
         .unwrap_or(resp.ca_pem.clone());
     if !parsed.matches_ca(&shoal_net::pki::certs_from_pem(&ca_pem)?[0]) {
-        bail!("the manager's root CA does not match the token");
+        return Err(JoinFailure::Invalid(
+            "the manager's root CA does not match the token".into(),
+        ));
     }
-    std::fs::create_dir_all(&args.data_dir)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(anyhow::Error::from)?;
     dir.save_certs(&ca_pem, &resp.cert_pem, &key.key_pem())?;
     let state = NodeState {
         node_id: resp.node_id.clone(),
@@ -289,18 +383,58 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
     };
     dir.save(&state)?;
     tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined the cluster");
-    run(dir, Bootstrap::Member).await
+    Ok(())
 }
 
-/// `shoal daemon`: restarts a node from its data dir.
-pub async fn daemon(data_dir: PathBuf, docker_socket: Option<PathBuf>) -> anyhow::Result<()> {
+/// `shoal join`: joins the cluster of `manager` with `token`.
+pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Result<()> {
+    prepare_join(&args, token, manager, None)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let dir = DataDir::new(&args.data_dir);
+    crate::host::run(
+        dir,
+        crate::host::Sockets::of(&args),
+        crate::host::Start::Run(Bootstrap::Member),
+        false,
+    )
+    .await
+}
+
+/// `shoal daemon`: runs the node of a data dir; on an empty one, a node that
+/// is in no swarm yet, waiting for `POST /swarm/init` or `/swarm/join` (as
+/// a Docker Engine does). It stays up when the node leaves its swarm.
+pub async fn daemon(
+    data_dir: PathBuf,
+    docker_socket: Option<PathBuf>,
+    api_socket: Option<PathBuf>,
+    hostname: Option<String>,
+) -> anyhow::Result<()> {
     let dir = DataDir::new(&data_dir);
+    if !dir.exists() {
+        let sockets = crate::host::Sockets {
+            api: api_socket.unwrap_or_else(|| data_dir.join("shoal.sock")),
+            docker: docker_socket,
+            hostname,
+        };
+        return crate::host::run(dir, sockets, crate::host::Start::Inactive, true).await;
+    }
     let mut state = dir.load()?;
     if docker_socket.is_some() && docker_socket != state.docker_socket {
         state.docker_socket = docker_socket;
         dir.save(&state)?;
     }
-    run(dir, Bootstrap::Member).await
+    let sockets = crate::host::Sockets {
+        api: state.api_socket.clone(),
+        docker: state.docker_socket.clone(),
+        hostname: state.hostname_override.clone(),
+    };
+    let start = if dir.locked() {
+        crate::host::Start::Locked
+    } else {
+        crate::host::Start::Run(Bootstrap::Member)
+    };
+    crate::host::run(dir, sockets, start, true).await
 }
 
 /// `shoal init --force-new-cluster`: quorum-loss recovery on a surviving manager.
@@ -313,234 +447,26 @@ pub async fn force_new_cluster(data_dir: PathBuf) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    run(dir, Bootstrap::ForceNewCluster).await
-}
-
-enum Exit {
-    Stop,
-    Restart,
-}
-
-enum Request {
-    Leave,
-}
-
-struct Control {
-    tx: mpsc::UnboundedSender<Request>,
-}
-
-impl NodeControl for Control {
-    fn leave(&self, _force: bool) -> Result<(), ApiError> {
-        self.tx
-            .send(Request::Leave)
-            .map_err(|_| ApiError::internal("the node is shutting down"))
+    if dir.locked() {
+        bail!("this manager's keys are locked (autolock): start it with `shoal daemon`, unlock it, then use `docker swarm init --force-new-cluster`");
     }
-}
-
-async fn run(dir: DataDir, mut bootstrap: Bootstrap) -> anyhow::Result<()> {
-    loop {
-        match run_once(&dir, std::mem::replace(&mut bootstrap, Bootstrap::Member)).await? {
-            Exit::Stop => return Ok(()),
-            Exit::Restart => tracing::info!("restarting the node's components in its new role"),
-        }
-    }
-}
-
-async fn run_once(dir: &DataDir, bootstrap: Bootstrap) -> anyhow::Result<Exit> {
-    let state = dir.load()?;
-    let (ca, cert, key) = dir.load_certs()?;
-    let reload = ReloadableCert::new(&ca, &cert, &key)?;
-    let server_cfg = tls::server_config_with_cert(&ca, reload.clone())?;
-    let manager_cfg = tls::client_config_with_cert(&ca, Some(reload.clone()))?;
-    let listener = tokio::net::TcpListener::bind(&state.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", state.listen_addr))?;
-    let token = CancellationToken::new();
-    let manager = if state.role == NodeRole::Manager {
-        let cfg = ManagerConfig {
-            raft_dir: dir.raft_dir(),
-            node_id: state.node_id.clone(),
-            raft_id: state.raft_id,
-            cluster_id: state.cluster_id.clone(),
-            addr: state.advertise_addr.clone(),
-            peers: Peers::new(manager_cfg.clone()),
-            node_peers: Peers::new(tls::peer_client_config(&ca, Some(reload.clone()))?),
-        };
-        Some(Manager::start(cfg, bootstrap).await?)
-    } else {
-        None
+    let sockets = crate::host::Sockets {
+        api: state.api_socket.clone(),
+        docker: state.docker_socket.clone(),
+        hostname: state.hostname_override.clone(),
     };
-
-    let shim_cmd = vec![
-        std::env::current_exe()?.into_os_string(),
-        "task-shim".into(),
-    ];
-    let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
-    let mut description = describe(state.hostname_override.as_deref());
-    let docker = detect_engine(&mut description).await;
-    let grpc = {
-        let node_service = shoal_net::rpc::pb::node_server::NodeServer::new(
-            shoal_agent::node_service::NodeService::new(
-                process.clone(),
-                docker.clone(),
-                &state.cluster_id,
-            ),
-        );
-        let services = manager.as_ref().map(|m| m.services());
-        let raft = services.clone().map(|s| {
-            RaftServer::new(s)
-                .max_decoding_message_size(1 << 30)
-                .max_encoding_message_size(1 << 30)
-        });
-        let cluster = services.map(|s| ClusterServer::new(s).max_decoding_message_size(256 << 20));
-        let incoming = TlsIncoming::new(listener, server_cfg);
-        let t = token.clone();
-        tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .add_service(node_service)
-                .add_optional_service(raft)
-                .add_optional_service(cluster)
-                .serve_with_incoming_shutdown(incoming, t.cancelled_owned())
-                .await;
-            if let Err(e) = r {
-                tracing::error!("gRPC server: {e}");
-            }
-        })
-    };
-
-    let managers = Arc::new(Mutex::new(state.managers.clone()));
-    let (req_tx, mut req_rx) = mpsc::unbounded_channel();
-    let api = {
-        let api_state = ApiState {
-            manager: manager.clone(),
-            local: LocalNode {
-                node_id: state.node_id.clone(),
-                addr: state.advertise_addr.clone(),
-                hostname: description.hostname.clone(),
-                ncpu: description.resources.nano_cpus / 1_000_000_000,
-                mem_total: description.resources.memory_bytes,
-                managers: state.managers.clone(),
-            },
-            control: Arc::new(Control { tx: req_tx }),
-        };
-        if let Some(path) = state.docker_socket.clone() {
-            let _ = std::fs::remove_file(&path);
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            let listener = tokio::net::UnixListener::bind(&path)
-                .with_context(|| format!("cannot serve the Docker API on {}", path.display()))?;
-            let (t, api_state) = (token.clone(), api_state.clone());
-            tokio::spawn(async move {
-                if let Err(e) =
-                    shoal_manager::api::serve(listener, api_state, t.cancelled_owned()).await
-                {
-                    tracing::error!("Docker API on {}: {e}", path.display());
-                }
-            });
-        }
-        let path = state.api_socket.clone();
-        let _ = std::fs::remove_file(&path);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        let listener = tokio::net::UnixListener::bind(&path)
-            .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
-        let t = token.clone();
-        tokio::spawn(async move {
-            if let Err(e) =
-                shoal_manager::api::serve(listener, api_state, t.cancelled_owned()).await
-            {
-                tracing::error!("control API on {}: {e}", path.display());
-            }
-        })
-    };
-
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = mpsc::unbounded_channel();
-    let worker = shoal_agent::worker::Worker::new(&state.node_id, process, docker, status_tx);
-    worker.adopt().await;
-    let session = shoal_agent::session::run(
-        shoal_agent::session::SessionConfig {
-            addr: state.advertise_addr.clone(),
-            description,
-            managers: managers.clone(),
-            tls: manager_cfg.clone(),
-        },
-        events_tx,
-        status_rx,
-        token.clone(),
-    );
-    tokio::spawn(session);
-    spawn_cert_renewal(
-        dir.clone(),
-        reload.clone(),
-        managers.clone(),
-        manager_cfg.clone(),
-        token.clone(),
-    );
-
-    tracing::info!(
-        node = %state.node_id, role = state.role.as_str(), addr = %state.advertise_addr,
-        api = %state.api_socket.display(), "node running"
-    );
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let exit = loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Exit::Stop,
-            _ = sigterm.recv() => break Exit::Stop,
-            Some(Request::Leave) = req_rx.recv() => {
-                tracing::info!("leaving the cluster");
-                // Answer the API call before tearing down.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                token.cancel();
-                if let Some(m) = &manager { m.shutdown().await; }
-                dir.wipe()?;
-                break Exit::Stop;
-            }
-            Some(ev) = events.recv() => match ev {
-                DispatcherMessage::RoleChanged(role) if role != state.role => {
-                    tracing::info!(role = role.as_str(), "role changed: renewing the certificate");
-                    match renew(dir, &managers, &manager_cfg).await {
-                        Ok(_) => break Exit::Restart,
-                        Err(e) => tracing::warn!("could not switch role yet: {e:#}"),
-                    }
-                }
-                DispatcherMessage::Removed => {
-                    tracing::warn!("this node was removed from the cluster");
-                    token.cancel();
-                    if let Some(m) = &manager { m.shutdown().await; }
-                    dir.wipe()?;
-                    break Exit::Stop;
-                }
-                DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
-                DispatcherMessage::Managers(list) | DispatcherMessage::Welcome { managers: list, .. } => {
-                    let mut s = dir.load()?;
-                    if s.managers != list {
-                        s.managers = list;
-                        dir.save(&s)?;
-                    }
-                }
-                _ => {}
-            },
-        }
-    };
-    token.cancel();
-    if let Some(m) = &manager {
-        m.shutdown().await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
-    let _ = std::fs::remove_file(&state.api_socket);
-    if let Some(p) = &state.docker_socket {
-        let _ = std::fs::remove_file(p);
-    }
-    Ok(exit)
+    crate::host::run(
+        dir,
+        sockets,
+        crate::host::Start::Run(Bootstrap::ForceNewCluster),
+        false,
+    )
+    .await
 }
 
 /// Asks a manager for a new certificate (with the node's desired role) and
 /// stores it; switches the Raft state for a role change.
-async fn renew(
+pub async fn renew(
     dir: &DataDir,
     managers: &Arc<Mutex<Vec<ManagerAddr>>>,
     tls: &Arc<rustls::ClientConfig>,
@@ -586,7 +512,7 @@ async fn renew(
 
 /// Renews the node certificate at a random point between 50% and 80% of its
 /// validity, without restarting anything (new connections use the new one).
-fn spawn_cert_renewal(
+pub fn spawn_cert_renewal(
     dir: DataDir,
     reload: Arc<ReloadableCert>,
     managers: Arc<Mutex<Vec<ManagerAddr>>>,
@@ -650,7 +576,7 @@ pub async fn dev(
         println!("  Docker: export DOCKER_HOST=unix://{}", p.display());
     }
     if dir.exists() {
-        return daemon(data_dir, docker_socket).await;
+        return daemon(data_dir, docker_socket, None, None).await;
     }
     // Pick a free loopback port for node-to-node traffic.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

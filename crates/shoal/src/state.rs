@@ -11,8 +11,10 @@
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_api::NodeRole;
+use shoal_net::lock::{self, UnlockKey};
 use shoal_net::rpc::ManagerAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Contents of `node.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +48,8 @@ pub struct NodeState {
 pub struct DataDir {
     /// The directory.
     pub root: PathBuf,
+    /// The unlock key the node's private key is sealed with (autolock), once known.
+    seal: Arc<Mutex<Option<UnlockKey>>>,
 }
 
 impl DataDir {
@@ -53,7 +57,55 @@ impl DataDir {
     pub fn new(root: &Path) -> DataDir {
         DataDir {
             root: root.to_path_buf(),
+            seal: Arc::default(),
         }
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.certs().join("node.key")
+    }
+
+    /// Whether the node's private key is sealed (autolock) and no key to open it is known yet.
+    pub fn locked(&self) -> bool {
+        self.seal.lock().expect("lock").is_none()
+            && std::fs::read_to_string(self.key_file()).is_ok_and(|k| lock::is_sealed(&k))
+    }
+
+    /// Opens the sealed private key with `key`: from now on the key file is
+    /// read and written with it.
+    pub fn unlock(&self, key: UnlockKey) -> Result<(), lock::LockError> {
+        let text =
+            std::fs::read_to_string(self.key_file()).map_err(|_| lock::LockError::NotSealed)?;
+        key.open(&text)?;
+        *self.seal.lock().expect("lock") = Some(key);
+        Ok(())
+    }
+
+    /// Uses `key` for the key file from now on, without rewriting it.
+    pub fn use_seal(&self, key: Option<UnlockKey>) {
+        *self.seal.lock().expect("lock") = key;
+    }
+
+    /// The unlock key in use, if any.
+    pub fn seal(&self) -> Option<UnlockKey> {
+        self.seal.lock().expect("lock").clone()
+    }
+
+    /// Seals the private key with `key` (or stores it in clear with `None`).
+    pub fn set_seal(&self, key: Option<UnlockKey>) -> anyhow::Result<()> {
+        let (_, _, plain) = self.load_certs()?;
+        *self.seal.lock().expect("lock") = key;
+        self.write_key(&plain)
+    }
+
+    fn write_key(&self, plain: &str) -> anyhow::Result<()> {
+        let text = match self.seal() {
+            Some(k) => k.seal(plain.as_bytes()),
+            None => plain.to_string(),
+        };
+        write_atomic(&self.key_file(), text.as_bytes())?;
+        set_private(&self.key_file());
+        Ok(())
     }
 
     fn node_json(&self) -> PathBuf {
@@ -117,7 +169,19 @@ impl DataDir {
             std::fs::read_to_string(self.certs().join(n))
                 .with_context(|| format!("reading {}", self.certs().join(n).display()))
         };
-        Ok((read("ca.pem")?, read("node.pem")?, read("node.key")?))
+        let key = read("node.key")?;
+        let key = if lock::is_sealed(&key) {
+            let seal = self
+                .seal()
+                .context("the node's key is locked: unlock it with `docker swarm unlock`")?;
+            String::from_utf8(
+                seal.open(&key)
+                    .context("the unlock key does not open the node's key")?,
+            )?
+        } else {
+            key
+        };
+        Ok((read("ca.pem")?, read("node.pem")?, key))
     }
 
     /// Writes the CA, node certificate and key.
@@ -125,9 +189,7 @@ impl DataDir {
         std::fs::create_dir_all(self.certs())?;
         write_atomic(&self.certs().join("ca.pem"), ca.as_bytes())?;
         write_atomic(&self.certs().join("node.pem"), cert.as_bytes())?;
-        write_atomic(&self.certs().join("node.key"), key.as_bytes())?;
-        set_private(&self.certs().join("node.key"));
-        Ok(())
+        self.write_key(key)
     }
 
     /// Removes everything that makes this directory a node.
@@ -139,6 +201,7 @@ impl DataDir {
                 std::fs::remove_file(&p)?;
             }
         }
+        *self.seal.lock().expect("lock") = None;
         Ok(())
     }
 }

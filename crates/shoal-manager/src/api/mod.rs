@@ -32,10 +32,43 @@ pub const MIN_API_VERSION: &str = "1.24";
 /// Version string reported as the engine version.
 pub const SHOAL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Node-level actions the API can ask of the running daemon.
-pub trait NodeControl: Send + Sync {
-    /// Leaves the cluster (the daemon then stops).
-    fn leave(&self, force: bool) -> Result<(), ApiError>;
+/// The answer to a [`HostRequest`].
+pub type Reply<T> = tokio::sync::oneshot::Sender<Result<T, ApiError>>;
+
+/// Swarm lifecycle actions the API asks of the process hosting the node
+/// (one at a time, in order, as Docker's daemon serialises them).
+pub enum HostRequest {
+    /// `POST /swarm/init`: answers the new node's ID once it serves.
+    Init(Box<shoal_api::InitRequest>, Reply<String>),
+    /// `POST /swarm/join`: answers once the node runs in the cluster.
+    Join(Box<shoal_api::JoinRequest>, Reply<()>),
+    /// `POST /swarm/leave`: stops the node's tasks and components and
+    /// forgets the cluster (checks for `force` are made before).
+    Leave(Reply<()>),
+    /// `POST /swarm/unlock` on a locked manager.
+    Unlock(String, Reply<()>),
+}
+
+/// Where this node stands, as `/info`'s `Swarm.LocalNodeState` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Not part of a swarm.
+    Inactive,
+    /// A manager whose keys are locked until `swarm unlock`.
+    Locked,
+    /// A running member.
+    Active,
+}
+
+impl Presence {
+    /// Docker's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Inactive => "inactive",
+            Presence::Locked => "locked",
+            Presence::Active => "active",
+        }
+    }
 }
 
 /// What this node is, for `/info`.
@@ -62,14 +95,32 @@ pub struct ApiState {
     pub manager: Option<Arc<Manager>>,
     /// This node.
     pub local: LocalNode,
-    /// Daemon-level actions.
-    pub control: Arc<dyn NodeControl>,
+    /// Whether the node is in a swarm.
+    pub presence: Presence,
+    /// Lifecycle requests to the hosting process.
+    pub host: tokio::sync::mpsc::UnboundedSender<HostRequest>,
 }
 
 impl ApiState {
-    /// The manager, or the error Docker gives on a worker.
+    /// The manager, or the error Docker gives on a worker, an inactive or a
+    /// locked node.
     pub fn manager(&self) -> Result<&Arc<Manager>, ApiError> {
-        self.manager.as_ref().ok_or_else(ApiError::not_a_manager)
+        match (self.presence, &self.manager) {
+            (Presence::Active, Some(m)) => Ok(m),
+            (Presence::Active, None) => Err(ApiError::not_a_manager()),
+            (Presence::Inactive, _) => Err(ApiError::no_swarm_manager()),
+            (Presence::Locked, _) => Err(ApiError::locked()),
+        }
+    }
+
+    /// Sends a lifecycle request and waits for its answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> HostRequest) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.host
+            .send(make(tx))
+            .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the node is shutting down"))?
     }
 }
 
@@ -120,6 +171,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/update", post(swarm::update))
         .route("/swarm/leave", post(swarm::leave))
+        .route("/swarm/init", post(swarm::init))
+        .route("/swarm/join", post(swarm::join))
+        .route("/swarm/unlock", post(swarm::unlock))
+        .route("/swarm/unlockkey", get(swarm::unlock_key))
         .route(
             "/__shoal/bad-version/{v}",
             get(system::bad_version)
@@ -211,10 +266,40 @@ pub fn add_headers(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
+/// The API a socket serves, swapped as the node changes state (inactive →
+/// init/join → active → leave → inactive, role changes) while the sockets
+/// stay open for the life of the process.
+#[derive(Clone)]
+pub struct Front(Arc<std::sync::RwLock<Router>>);
+
+impl Front {
+    /// A front serving `state`.
+    pub fn new(state: ApiState) -> Front {
+        Front(Arc::new(std::sync::RwLock::new(app(state))))
+    }
+
+    /// Serves `state` from now on.
+    pub fn install(&self, state: ApiState) {
+        *self.0.write().expect("front lock") = app(state);
+    }
+
+    fn current(&self) -> Router {
+        self.0.read().expect("front lock").clone()
+    }
+}
+
+/// The router with its per-state middleware.
+fn app(state: ApiState) -> Router {
+    router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        read_your_writes,
+    ))
+}
+
 /// Serves the API on a unix socket until `shutdown` completes.
 pub async fn serve_unix(
     path: &std::path::Path,
-    state: ApiState,
+    front: Front,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
@@ -222,24 +307,24 @@ pub async fn serve_unix(
         std::fs::create_dir_all(dir)?;
     }
     let listener = tokio::net::UnixListener::bind(path)?;
-    serve(listener, state, shutdown).await
+    serve(listener, front, shutdown).await
 }
 
 /// Serves the API on any axum listener.
 pub async fn serve<L>(
     listener: L,
-    state: ApiState,
+    front: Front,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    use tower::Layer;
-    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state,
-        read_your_writes,
-    ));
+    use tower::{Layer, ServiceExt};
+    let app = tower::service_fn(move |req: Request| {
+        let router = front.current();
+        async move { router.oneshot(req).await }
+    });
     let app = tower::util::MapResponseLayer::new(add_headers).layer(app);
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
     axum::serve(

@@ -1,6 +1,6 @@
 //! `/_ping`, `/version`, `/info` and the fallbacks.
 
-use super::{ApiError, ApiState, API_VERSION, MIN_API_VERSION, SHOAL_VERSION};
+use super::{ApiError, ApiState, Presence, API_VERSION, MIN_API_VERSION, SHOAL_VERSION};
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -73,8 +73,16 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
         .rsplit_once(':')
         .map(|(h, _)| h.to_string())
         .unwrap_or_default();
-    let swarm = match &state.manager {
-        Some(m) => {
+    let swarm = match (state.presence, &state.manager) {
+        (Presence::Inactive, _) => json!({
+            "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+            "ControlAvailable": false, "Error": "", "RemoteManagers": null,
+        }),
+        (Presence::Locked, _) => json!({
+            "NodeID": local.node_id, "NodeAddr": host, "LocalNodeState": "locked",
+            "ControlAvailable": false, "Error": ApiError::locked().message, "RemoteManagers": null,
+        }),
+        (Presence::Active, Some(m)) => {
             let (cluster, nodes, managers, remote) = m.store.view(|t| {
                 let managers: Vec<Value> = t
                     .nodes
@@ -108,7 +116,7 @@ pub async fn info(State(state): State<ApiState>) -> Json<Value> {
                 "Nodes": nodes, "Managers": managers, "Cluster": cluster,
             })
         }
-        None => {
+        (Presence::Active, None) => {
             let remote: Vec<Value> = local
                 .managers
                 .iter()

@@ -439,3 +439,18 @@ impl Cluster {
         self.nodes.len() - 1
     }
 }
+
+impl Cluster {
+    /// Starts `shoal daemon` on an empty data dir: a node in no swarm that
+    /// waits for `POST /swarm/init` or `/swarm/join`; returns its index.
+    pub fn idle(&mut self, name: &str, extra: &[&str]) -> usize {
+        let mut d = self.daemon(name);
+        let dir = d.dir.display().to_string();
+        let mut args = vec!["daemon", "--data-dir", &dir, "--hostname", name];
+        args.extend_from_slice(extra);
+        d.spawn(&args);
+        d.wait_api();
+        self.nodes.push(d);
+        self.nodes.len() - 1
+    }
+}
