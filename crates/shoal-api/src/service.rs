@@ -101,14 +101,22 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceMode {
     /// N replicas in slots 1..N.
+    /// (Go's JSON decoder matches keys without regard to case; the Python
+    /// SDK sends `replicated` and `global`.)
     #[serde(
         rename = "Replicated",
+        alias = "replicated",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub replicated: Option<ReplicatedMode>,
     /// One task per eligible node.
-    #[serde(rename = "Global", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Global",
+        alias = "global",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub global: Option<Value>,
     /// Run to a number of completions.
     #[serde(
