@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct SessionConfig {
     /// This node's node-to-node address.
     pub addr: String,
-    /// What this node is.
-    pub description: NodeDescription,
+    /// What this node is (updates are sent to the dispatcher as they come).
+    pub description: tokio::sync::watch::Receiver<NodeDescription>,
     /// Managers to try (kept up to date from the dispatcher).
     pub managers: Arc<Mutex<Vec<ManagerAddr>>>,
     /// TLS settings presenting our node certificate.
@@ -26,7 +26,7 @@ pub struct SessionConfig {
 /// Runs sessions until cancelled: every message from a dispatcher goes to
 /// `events`; task status reports from `status` go to the dispatcher.
 pub async fn run(
-    cfg: SessionConfig,
+    mut cfg: SessionConfig,
     events: mpsc::UnboundedSender<DispatcherMessage>,
     mut status: mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
     token: CancellationToken,
@@ -47,7 +47,7 @@ pub async fn run(
                 managers[next].addr.clone()
             }
         };
-        match session(&cfg, &addr, &events, &mut status, &token).await {
+        match session(&mut cfg, &addr, &events, &mut status, &token).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(SessionEnd::Redirect(leader)) => {
                 tracing::debug!(%addr, %leader, "not the leader; trying the leader");
@@ -72,7 +72,7 @@ enum SessionEnd {
 }
 
 async fn session(
-    cfg: &SessionConfig,
+    cfg: &mut SessionConfig,
     addr: &str,
     events: &mpsc::UnboundedSender<DispatcherMessage>,
     status: &mut mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
@@ -82,9 +82,10 @@ async fn session(
         connect_channel(addr, cfg.tls.clone()).map_err(|e| SessionEnd::Failed(e.to_string()))?;
     let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let (out_tx, out_rx) = mpsc::channel(64);
+    let description = cfg.description.borrow_and_update().clone();
     out_tx
         .send(msg(&AgentMessage::Hello {
-            description: cfg.description.clone(),
+            description,
             addr: cfg.addr.clone(),
         }))
         .await
@@ -107,6 +108,12 @@ async fn session(
             _ = token.cancelled() => return Ok(()),
             _ = beat.tick() => {
                 if out_tx.send(msg(&AgentMessage::Heartbeat)).await.is_err() {
+                    return Err(SessionEnd::Failed("session closed".into()));
+                }
+            }
+            Ok(()) = cfg.description.changed() => {
+                let d = cfg.description.borrow_and_update().clone();
+                if out_tx.send(msg(&AgentMessage::Describe(d))).await.is_err() {
                     return Err(SessionEnd::Failed("session closed".into()));
                 }
             }

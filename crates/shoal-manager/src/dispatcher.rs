@@ -257,6 +257,33 @@ impl Dispatcher {
         })
     }
 
+    /// Records a node's new description (its engine went away or came
+    /// back): the scheduler's executor filter follows it.
+    pub async fn update_description(&self, node_id: &str, description: NodeDescription) {
+        for _ in 0..3 {
+            let Some(node) = self.store.view(|t| t.nodes.get(node_id).cloned()) else {
+                return;
+            };
+            if node.description == description {
+                return;
+            }
+            let mut n = (*node).clone();
+            n.description = description.clone();
+            n.updated_at = Timestamp::now();
+            let version = n.version.index;
+            match self
+                .store_put(Object::Node(n), Expect::Version(version))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(node = %node_id, executors = ?description.executors, "node description updated");
+                    return;
+                }
+                Err(e) => tracing::debug!(node = %node_id, "description update: {e}; retrying"),
+            }
+        }
+    }
+
     async fn set_node_ready(&self, node: &Node, description: NodeDescription, addr: String) {
         let mut n = node.clone();
         let host = addr

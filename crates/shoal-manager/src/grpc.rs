@@ -220,6 +220,12 @@ impl Cluster for Services {
                             dispatcher.heartbeat(&node_id);
                             let _ = status_tx.send(reports);
                         }
+                        Ok(AgentMessage::Describe(d)) => {
+                            let (dispatcher, node_id) = (dispatcher.clone(), node_id.clone());
+                            tokio::spawn(async move {
+                                dispatcher.update_description(&node_id, d).await
+                            });
+                        }
                         Ok(AgentMessage::Hello { .. }) => {}
                         Err(e) => {
                             let _ = out_tx.send(Err(e)).await;

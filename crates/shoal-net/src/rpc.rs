@@ -122,6 +122,8 @@ pub enum AgentMessage {
     Heartbeat,
     /// Task status changes.
     Status(Vec<TaskStatusReport>),
+    /// The node's description changed (e.g. its Docker Engine went away or came back).
+    Describe(NodeDescription),
 }
 
 /// Dispatcher → agent.

@@ -30,6 +30,8 @@ pub struct Sockets {
     pub docker: Option<PathBuf>,
     /// Host name override (for nodes created through the API).
     pub hostname: Option<String>,
+    /// The Docker Engine to use (for nodes created through the API).
+    pub engine: Option<String>,
 }
 
 impl Sockets {
@@ -42,6 +44,17 @@ impl Sockets {
                 .unwrap_or_else(|| args.data_dir.join("shoal.sock")),
             docker: args.docker_socket.clone(),
             hostname: args.hostname.clone(),
+            engine: args.engine_socket.clone(),
+        }
+    }
+
+    /// The sockets of an existing node.
+    pub fn of_state(state: &crate::state::NodeState) -> Sockets {
+        Sockets {
+            api: state.api_socket.clone(),
+            docker: state.docker_socket.clone(),
+            hostname: state.hostname_override.clone(),
+            engine: state.engine_socket.clone(),
         }
     }
 }
@@ -315,6 +328,7 @@ impl Host {
             api_socket: Some(self.sockets.api.clone()),
             hostname: self.sockets.hostname.clone(),
             docker_socket: self.sockets.docker.clone(),
+            engine_socket: self.sockets.engine.clone(),
         }
     }
 
@@ -455,7 +469,7 @@ impl Host {
         ];
         let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
         let mut description = describe(state.hostname_override.as_deref());
-        let docker = detect_engine(&mut description).await;
+        let docker = detect_engine(&mut description, state.engine_socket.as_deref()).await;
         let grpc = {
             let node_service = shoal_net::rpc::pb::node_server::NodeServer::new(
                 shoal_agent::node_service::NodeService::new(
@@ -504,12 +518,17 @@ impl Host {
 
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = mpsc::unbounded_channel();
-        let worker = shoal_agent::worker::Worker::new(&state.node_id, process, docker, status_tx);
+        let worker =
+            shoal_agent::worker::Worker::new(&state.node_id, process, docker.clone(), status_tx);
         worker.adopt().await;
+        let (describe_tx, describe_rx) = tokio::sync::watch::channel(description.clone());
+        if let Some(d) = &docker {
+            spawn_engine_watch(d.clone(), description, describe_tx, token.clone());
+        }
         tokio::spawn(shoal_agent::session::run(
             shoal_agent::session::SessionConfig {
                 addr: state.advertise_addr.clone(),
-                description,
+                description: describe_rx,
                 managers: managers.clone(),
                 tls: manager_cfg.clone(),
             },
@@ -653,3 +672,50 @@ fn spawn_autolock(dir: DataDir, manager: Arc<Manager>, token: CancellationToken)
         }
     });
 }
+
+/// Watches the node's Docker Engine: when it stops answering, the node stops
+/// offering the `docker` executor (new container tasks go elsewhere; tasks
+/// that fail meanwhile are replaced by the orchestrators); when it answers
+/// again, the executor comes back.
+fn spawn_engine_watch(
+    docker: shoal_agent::docker::DockerExecutor,
+    with_engine: shoal_api::NodeDescription,
+    describe: tokio::sync::watch::Sender<shoal_api::NodeDescription>,
+    token: CancellationToken,
+) {
+    let mut without = with_engine.clone();
+    without.executors.retain(|e| e != "docker");
+    without.engine.engine_version = String::new();
+    tokio::spawn(async move {
+        let mut up = true;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(ENGINE_CHECK) => {}
+            }
+            let ping = match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("no answer within 5s".to_string()),
+            };
+            match (ping, up) {
+                (Err(e), true) => {
+                    tracing::warn!(engine = %docker.host(), "the Docker Engine stopped answering: container tasks go elsewhere ({e})");
+                    up = false;
+                    describe.send_replace(without.clone());
+                }
+                (Ok(()), false) => {
+                    let mut d = with_engine.clone();
+                    if node::describe_engine(&mut d, &docker).await {
+                        tracing::info!(engine = %docker.host(), "the Docker Engine answers again");
+                        up = true;
+                        describe.send_replace(d);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// How often a node checks that its Docker Engine answers.
+const ENGINE_CHECK: Duration = Duration::from_secs(2);

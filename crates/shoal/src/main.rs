@@ -57,6 +57,10 @@ struct NodeFlags {
     /// Also serve the API on this socket (for `DOCKER_HOST=unix://PATH docker …`).
     #[arg(long)]
     docker_socket: Option<PathBuf>,
+    /// The Docker Engine that runs this node's containers (unix:///PATH;
+    /// default: DOCKER_HOST, else /var/run/docker.sock).
+    #[arg(long)]
+    engine_socket: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +102,9 @@ enum Cmd {
         /// Host name this node reports, for a node created through the API.
         #[arg(long)]
         hostname: Option<String>,
+        /// The Docker Engine that runs this node's containers (remembered).
+        #[arg(long)]
+        engine_socket: Option<String>,
     },
     /// A one-node cluster (manager + agent) in the foreground.
     Dev {
@@ -194,6 +201,7 @@ fn start_args(n: NodeFlags, need_listen: bool) -> anyhow::Result<node::StartArgs
         api_socket: n.api_socket,
         hostname: n.hostname,
         docker_socket: n.docker_socket,
+        engine_socket: n.engine_socket,
     })
 }
 
@@ -225,7 +233,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             docker_socket,
             api_socket,
             hostname,
-        } => node::daemon(data_dir, docker_socket, api_socket, hostname).await,
+            engine_socket,
+        } => {
+            node::daemon(node::DaemonArgs {
+                data_dir,
+                docker_socket,
+                api_socket,
+                hostname,
+                engine_socket,
+            })
+            .await
+        }
         Cmd::Dev {
             data_dir,
             api_socket,

@@ -38,6 +38,8 @@ pub struct StartArgs {
     pub hostname: Option<String>,
     /// A second socket serving the control API (for the docker CLI).
     pub docker_socket: Option<PathBuf>,
+    /// The Docker Engine to use (`unix:///PATH`).
+    pub engine_socket: Option<String>,
 }
 
 fn parse_addr(what: &str, a: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -105,22 +107,53 @@ pub fn describe(hostname: Option<&str>) -> NodeDescription {
     }
 }
 
-/// Finds the node's Docker Engine (DOCKER_HOST, else /var/run/docker.sock);
-/// when one answers, the node offers the `docker` executor and describes
-/// the engine.
+/// Finds the node's Docker Engine (`--engine-socket`, else DOCKER_HOST,
+/// else /var/run/docker.sock); when one answers, the node offers the
+/// `docker` executor and describes the engine, and the API's engine
+/// passthrough uses the same engine.
 pub async fn detect_engine(
     description: &mut NodeDescription,
+    explicit: Option<&str>,
 ) -> Option<shoal_agent::docker::DockerExecutor> {
-    let d = match shoal_agent::docker::DockerExecutor::connect(None).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::info!("no Docker Engine: container tasks will run elsewhere ({e})");
-            return None;
-        }
+    let env = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty());
+    let candidates: Vec<String> = match explicit {
+        Some(e) => vec![e.to_string()],
+        None => env
+            .into_iter()
+            .chain(std::iter::once("unix:///var/run/docker.sock".to_string()))
+            .collect(),
     };
+    let mut last = String::new();
+    for host in candidates {
+        let d = match shoal_agent::docker::DockerExecutor::connect_to(&host).await {
+            Ok(d) => d,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        if describe_engine(description, &d).await {
+            shoal_manager::api::use_engine(d.host());
+            tracing::info!(engine = %d.host(), "Docker Engine found: the docker executor is available");
+            return Some(d);
+        }
+    }
+    tracing::info!("no Docker Engine: container tasks will run elsewhere ({last})");
+    None
+}
+
+/// Adds the engine to `description`; false when it does not answer.
+pub async fn describe_engine(
+    description: &mut NodeDescription,
+    d: &shoal_agent::docker::DockerExecutor,
+) -> bool {
     match d.describe().await {
         Ok(info) => {
-            description.executors.push("docker".into());
+            if !description.executors.iter().any(|e| e == "docker") {
+                description.executors.push("docker".into());
+            }
             description.engine.engine_version = info.version;
             description.engine.labels = info.labels;
             description.engine.plugins = info
@@ -128,12 +161,11 @@ pub async fn detect_engine(
                 .into_iter()
                 .map(|(kind, name)| shoal_api::PluginDescription { kind, name })
                 .collect();
-            tracing::info!(engine = %d.host(), "Docker Engine found: the docker executor is available");
-            Some(d)
+            true
         }
         Err(e) => {
-            tracing::warn!("the Docker Engine does not answer: {e}");
-            None
+            tracing::warn!("the Docker Engine at {} does not answer: {e}", d.host());
+            false
         }
     }
 }
@@ -263,6 +295,7 @@ pub fn prepare_init(
         managers: vec![ManagerAddr { node_id, addr }],
         hostname_override: args.hostname.clone(),
         docker_socket: args.docker_socket.clone(),
+        engine_socket: args.engine_socket.clone(),
     };
     std::fs::create_dir_all(&args.data_dir)?;
     dir.use_seal(unlock_key);
@@ -380,6 +413,7 @@ pub async fn prepare_join(
         managers: resp.managers.clone(),
         hostname_override: args.hostname.clone(),
         docker_socket: args.docker_socket.clone(),
+        engine_socket: args.engine_socket.clone(),
     };
     dir.save(&state)?;
     tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined the cluster");
@@ -401,40 +435,56 @@ pub async fn join(args: StartArgs, token: String, manager: String) -> anyhow::Re
     .await
 }
 
+/// Flags of `shoal daemon`.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonArgs {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Docker API socket (remembered).
+    pub docker_socket: Option<PathBuf>,
+    /// Control API socket for a node in no swarm yet.
+    pub api_socket: Option<PathBuf>,
+    /// Host name for a node created through the API.
+    pub hostname: Option<String>,
+    /// The Docker Engine to use (remembered).
+    pub engine_socket: Option<String>,
+}
+
 /// `shoal daemon`: runs the node of a data dir; on an empty one, a node that
 /// is in no swarm yet, waiting for `POST /swarm/init` or `/swarm/join` (as
 /// a Docker Engine does). It stays up when the node leaves its swarm.
-pub async fn daemon(
-    data_dir: PathBuf,
-    docker_socket: Option<PathBuf>,
-    api_socket: Option<PathBuf>,
-    hostname: Option<String>,
-) -> anyhow::Result<()> {
-    let dir = DataDir::new(&data_dir);
+pub async fn daemon(a: DaemonArgs) -> anyhow::Result<()> {
+    let dir = DataDir::new(&a.data_dir);
     if !dir.exists() {
         let sockets = crate::host::Sockets {
-            api: api_socket.unwrap_or_else(|| data_dir.join("shoal.sock")),
-            docker: docker_socket,
-            hostname,
+            api: a
+                .api_socket
+                .unwrap_or_else(|| a.data_dir.join("shoal.sock")),
+            docker: a.docker_socket,
+            hostname: a.hostname,
+            engine: a.engine_socket,
         };
         return crate::host::run(dir, sockets, crate::host::Start::Inactive, true).await;
     }
     let mut state = dir.load()?;
-    if docker_socket.is_some() && docker_socket != state.docker_socket {
-        state.docker_socket = docker_socket;
+    let mut changed = false;
+    if a.docker_socket.is_some() && a.docker_socket != state.docker_socket {
+        state.docker_socket = a.docker_socket;
+        changed = true;
+    }
+    if a.engine_socket.is_some() && a.engine_socket != state.engine_socket {
+        state.engine_socket = a.engine_socket;
+        changed = true;
+    }
+    if changed {
         dir.save(&state)?;
     }
-    let sockets = crate::host::Sockets {
-        api: state.api_socket.clone(),
-        docker: state.docker_socket.clone(),
-        hostname: state.hostname_override.clone(),
-    };
     let start = if dir.locked() {
         crate::host::Start::Locked
     } else {
         crate::host::Start::Run(Bootstrap::Member)
     };
-    crate::host::run(dir, sockets, start, true).await
+    crate::host::run(dir, crate::host::Sockets::of_state(&state), start, true).await
 }
 
 /// `shoal init --force-new-cluster`: quorum-loss recovery on a surviving manager.
@@ -450,14 +500,9 @@ pub async fn force_new_cluster(data_dir: PathBuf) -> anyhow::Result<()> {
     if dir.locked() {
         bail!("this manager's keys are locked (autolock): start it with `shoal daemon`, unlock it, then use `docker swarm init --force-new-cluster`");
     }
-    let sockets = crate::host::Sockets {
-        api: state.api_socket.clone(),
-        docker: state.docker_socket.clone(),
-        hostname: state.hostname_override.clone(),
-    };
     crate::host::run(
         dir,
-        sockets,
+        crate::host::Sockets::of_state(&state),
         crate::host::Start::Run(Bootstrap::ForceNewCluster),
         false,
     )
@@ -576,7 +621,12 @@ pub async fn dev(
         println!("  Docker: export DOCKER_HOST=unix://{}", p.display());
     }
     if dir.exists() {
-        return daemon(data_dir, docker_socket, None, None).await;
+        return daemon(DaemonArgs {
+            data_dir,
+            docker_socket,
+            ..Default::default()
+        })
+        .await;
     }
     // Pick a free loopback port for node-to-node traffic.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -589,6 +639,7 @@ pub async fn dev(
         api_socket: Some(abs),
         hostname: None,
         docker_socket,
+        engine_socket: None,
     };
     init(args, None).await
 }

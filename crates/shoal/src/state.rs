@@ -41,6 +41,10 @@ pub struct NodeState {
     /// A second socket serving the same control API, for the docker CLI.
     #[serde(default)]
     pub docker_socket: Option<PathBuf>,
+    /// The Docker Engine to use (`--engine-socket`), instead of DOCKER_HOST
+    /// or /var/run/docker.sock.
+    #[serde(default)]
+    pub engine_socket: Option<String>,
 }
 
 /// The files of a data directory.

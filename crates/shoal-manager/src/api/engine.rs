@@ -37,9 +37,22 @@ impl std::fmt::Display for EngineAddr {
     }
 }
 
-/// The engine of this node, from `DOCKER_HOST` as the agent finds it.
+static ENGINE: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Passes engine requests to `host` (the engine the node found) from now on.
+pub fn use_engine(host: &str) {
+    *ENGINE.write().expect("engine lock") = Some(host.to_string());
+}
+
+/// The engine of this node: the one it found, else `DOCKER_HOST`, else the
+/// default socket.
 pub fn engine_addr() -> Result<EngineAddr, ApiError> {
-    parse_addr(std::env::var("DOCKER_HOST").ok().as_deref())
+    let found = ENGINE.read().expect("engine lock").clone();
+    parse_addr(
+        found
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .as_deref(),
+    )
 }
 
 fn parse_addr(host: Option<&str>) -> Result<EngineAddr, ApiError> {

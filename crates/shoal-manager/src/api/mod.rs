@@ -13,6 +13,7 @@ mod swarm;
 mod system;
 mod tasks;
 
+pub use engine::use_engine;
 pub use error::ApiError;
 
 use crate::Manager;

@@ -1,0 +1,229 @@
+//! A node's Docker Engine goes away and comes back: the node stops offering
+//! the `docker` executor (container tasks are placed elsewhere or wait, with
+//! the reason), then offers it again. The worker reaches the real engine
+//! (DOCKER_HOST) through `--engine-socket` pointing at a relay socket this
+//! test controls, so "the engine is unreachable" is real for that node only.
+//! Skipped, with a `SKIPPED` line, without an engine at DOCKER_HOST that has
+//! `local/busybox:1` (the containers test builds it).
+
+mod common;
+
+use common::{wait_for, Cluster};
+use serde_json::Value;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn docker_bin() -> &'static str {
+    if Path::new("/usr/local/bin/docker").exists() {
+        "/usr/local/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
+fn engine_socket() -> Option<PathBuf> {
+    let host = std::env::var("DOCKER_HOST").ok()?;
+    let path = PathBuf::from(host.strip_prefix("unix://")?);
+    let ok = Command::new(docker_bin())
+        .args(["image", "inspect", "local/busybox:1"])
+        .output()
+        .ok()?
+        .status
+        .success();
+    ok.then_some(path)
+}
+
+/// A unix-socket relay to the engine that can be cut (listener closed,
+/// open connections shut down) and restored.
+struct Relay {
+    path: PathBuf,
+    engine: PathBuf,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<UnixStream>>>,
+}
+
+impl Relay {
+    fn start(path: PathBuf, engine: PathBuf) -> Relay {
+        let r = Relay {
+            path,
+            engine,
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::default(),
+        };
+        r.restore();
+        r
+    }
+
+    fn restore(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, engine) = (self.up.clone(), self.conns.clone(), self.engine.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !up.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = UnixStream::connect(&engine) else {
+                    continue;
+                };
+                let mut l = conns.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                for (mut a, mut b) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let _ = std::fs::remove_file(&self.path);
+        // Wake the accept loop so it sees `up` is false and drops the listener.
+        let _ = UnixStream::connect(&self.path);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn executors(c: &Cluster, node: &str) -> Vec<String> {
+    let out = c.nodes[0].ok(&["node", "inspect", node]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Description"]["ShoalExecutors"]
+        .as_array()
+        .or(v["Description"]["Executors"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tasks(c: &Cluster) -> Vec<Value> {
+    let out = c.nodes[0].ok(&["service", "ps", "eng", "--format", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Removes this test's containers, pass or fail.
+struct Containers;
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let out = Command::new(docker_bin())
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                "label=com.docker.swarm.service.name=eng",
+            ])
+            .output();
+        if let Ok(out) = out {
+            let ids = String::from_utf8_lossy(&out.stdout).to_string();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new(docker_bin())
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+#[test]
+fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
+    let Some(engine) = engine_socket() else {
+        eprintln!("SKIPPED engine_loss test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
+        return;
+    };
+    let _containers = Containers;
+    let mut c = Cluster::new();
+    let relay = Relay::start(c.tmp.path().join("relay.sock"), engine);
+    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
+    c.init("m1", &["--engine-socket", &none]);
+    let via_relay = format!("unix://{}", relay.path.display());
+    c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
+    wait_for("w1 offers docker", T, || {
+        executors(&c, "w1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    assert!(!executors(&c, "m1").contains(&"docker".to_string()));
+
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "eng",
+        "--replicas",
+        "1",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    wait_for("the container runs on w1", T, || {
+        tasks(&c)
+            .iter()
+            .any(|t| t["Status"]["State"] == "running")
+            .then_some(())
+    });
+
+    relay.cut();
+    wait_for("w1 withdraws docker", T, || {
+        (!executors(&c, "w1").contains(&"docker".to_string())).then_some(())
+    });
+    c.nodes[0].ok(&["service", "scale", "--detach", "eng=2"]);
+    wait_for("the new task waits with the reason", T, || {
+        tasks(&c)
+            .iter()
+            .any(|t| {
+                t["Status"]["State"] == "pending"
+                    && t["Status"]["Err"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("no suitable node")
+            })
+            .then_some(())
+    });
+
+    relay.restore();
+    wait_for("w1 offers docker again", T, || {
+        executors(&c, "w1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    wait_for("both replicas run", T, || {
+        (tasks(&c)
+            .iter()
+            .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    c.nodes[0].ok(&["service", "rm", "eng"]);
+}
