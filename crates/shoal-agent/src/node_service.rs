@@ -36,21 +36,80 @@ impl NodeService {
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl Node for NodeService {
-    type TaskLogsStream = LogStream;
-
-    async fn task_logs(&self, req: Request<Msg>) -> Result<Response<LogStream>, Status> {
+impl NodeService {
+    /// Refuses callers other than this cluster's managers.
+    fn manager_only<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
         let id = req
             .extensions()
             .get::<PeerInfo>()
             .and_then(|p| p.identity.clone())
             .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
         if id.cluster_id != self.cluster_id || id.role != Role::Manager {
-            return Err(Status::permission_denied(
-                "only this cluster's managers may read task logs",
-            ));
+            return Err(Status::permission_denied(format!(
+                "only this cluster's managers may {what}"
+            )));
         }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    type TaskLogsStream = LogStream;
+    type EngineTunnelStream = LogStream;
+
+    async fn engine_tunnel(
+        &self,
+        req: Request<tonic::Streaming<Msg>>,
+    ) -> Result<Response<LogStream>, Status> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.manager_only(&req, "reach this node's Docker Engine")?;
+        let host = self
+            .docker
+            .as_ref()
+            .map(|d| d.host().to_string())
+            .ok_or_else(|| Status::unavailable("this node has no Docker Engine"))?;
+        let path = host.strip_prefix("unix://").unwrap_or(&host).to_string();
+        let sock = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+            Status::unavailable(format!(
+                "this node's Docker Engine at {host} does not answer: {e}"
+            ))
+        })?;
+        let (mut rd, mut wr) = sock.into_split();
+        let mut inbound = req.into_inner();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if wr.write_all(&m.data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let m = Msg {
+                            json: Vec::new(),
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(Ok(m)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn task_logs(&self, req: Request<Msg>) -> Result<Response<LogStream>, Status> {
+        self.manager_only(&req, "read task logs")?;
         let r: LogsRequest = parse(req.get_ref())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(256);
         for task_id in r.task_ids {

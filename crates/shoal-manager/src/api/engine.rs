@@ -109,6 +109,76 @@ async fn send(req: http::Request<Body>) -> Result<http::Response<hyper::body::In
         .map_err(|e| unreachable(&addr, e))
 }
 
+fn target_is_remote(t: &Target) -> bool {
+    matches!(t, Target::Node { .. })
+}
+
+/// Sends one request to another node's engine through its engine tunnel.
+async fn send_remote(
+    req: http::Request<Body>,
+    host: &str,
+    addr: &str,
+    peers: &crate::peers::Peers,
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    use shoal_net::rpc::pb::node_client::NodeClient;
+    use shoal_net::rpc::Msg;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gone = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot reach the Docker Engine of node {host} ({addr}): {why}"),
+        )
+    };
+    let ch = peers
+        .channel(addr)
+        .map_err(|s| gone(s.message().to_string()))?;
+    let (to_node, to_node_rx) = tokio::sync::mpsc::channel::<Msg>(64);
+    let mut client = NodeClient::new(ch);
+    let open = client.engine_tunnel(tokio_stream::wrappers::ReceiverStream::new(to_node_rx));
+    let mut from_node = tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .map_err(|_| gone("timed out".into()))?
+        .map_err(|s| gone(s.message().to_string()))?
+        .into_inner();
+    let (ours, theirs) = tokio::io::duplex(64 << 10);
+    let (mut rd, mut wr) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = Msg {
+                        json: Vec::new(),
+                        data: buf[..n].to_vec(),
+                    };
+                    if to_node.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = from_node.message().await {
+            if wr.write_all(&m.data).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+        .await
+        .map_err(|e| gone(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| gone(e.to_string()))
+}
+
 /// `GET path` on the engine, as JSON (None on any failure or after `timeout`).
 pub async fn get_json(path: &str, timeout: Duration) -> Option<serde_json::Value> {
     let req = http::Request::get(path)
@@ -129,14 +199,94 @@ pub async fn get_json(path: &str, timeout: Duration) -> Option<serde_json::Value
 }
 
 /// Any request under `/containers`, `/exec` or `/images`: relayed to the engine.
-pub async fn passthrough(req: Request) -> Response {
-    match forward(req).await {
+pub async fn passthrough(
+    axum::extract::State(state): axum::extract::State<super::ApiState>,
+    req: Request,
+) -> Response {
+    let target = route(&state, req.uri().path());
+    match forward(req, target).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward(mut req: Request) -> Result<Response, ApiError> {
+/// Which engine a request is for.
+#[derive(Clone)]
+enum Target {
+    /// This node's.
+    Local,
+    /// Another node's, through its gRPC engine tunnel.
+    Node {
+        host: String,
+        addr: String,
+        peers: std::sync::Arc<crate::peers::Peers>,
+    },
+}
+
+/// Exec instances created on other nodes' engines: exec ID → (host name, address).
+static EXEC_ROUTES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A request about a task's container (by container ID prefix, task ID or
+/// container name) goes to the engine of the node that runs it; one about
+/// an exec instance goes where it was created; everything else stays local.
+fn route(state: &super::ApiState, path: &str) -> Target {
+    let Some(m) = &state.manager else {
+        return Target::Local;
+    };
+    let remote = |node_id: &str| {
+        m.store.view(|t| {
+            let n = t.nodes.get(node_id)?;
+            (node_id != state.local.node_id && !n.addr.is_empty()).then(|| Target::Node {
+                host: n.description.hostname.clone(),
+                addr: n.addr.clone(),
+                peers: m.node_peers.clone(),
+            })
+        })
+    };
+    if let Some(rest) = path.strip_prefix("/exec/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        let known = EXEC_ROUTES.lock().expect("exec routes").get(id).cloned();
+        return match known {
+            Some((host, addr)) => Target::Node {
+                host,
+                addr,
+                peers: m.node_peers.clone(),
+            },
+            None => Target::Local,
+        };
+    }
+    let Some(rest) = path.strip_prefix("/containers/") else {
+        return Target::Local;
+    };
+    let id = rest
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('/');
+    if id.is_empty() || matches!(id, "json" | "create" | "prune") {
+        return Target::Local;
+    }
+    // `service.slot.taskid` names end with the task ID.
+    let task_id = id.rsplit('.').next().unwrap_or(id);
+    let node = m.store.view(|t| {
+        t.tasks
+            .iter()
+            .find(|task| {
+                task.id == task_id
+                    || task.status.container_status.as_ref().is_some_and(|c| {
+                        c.container_id.len() >= 12
+                            && id.len() >= 3
+                            && c.container_id.starts_with(id)
+                    })
+            })
+            .map(|task| task.node_id.clone())
+    });
+    node.and_then(|n| remote(&n)).unwrap_or(Target::Local)
+}
+
+async fn forward(mut req: Request, dest: Target) -> Result<Response, ApiError> {
     let pq = req
         .uri()
         .path_and_query()
@@ -159,7 +309,36 @@ async fn forward(mut req: Request) -> Result<Response, ApiError> {
         .header(header::HOST, HeaderValue::from_static("docker"))
         .body(body)
         .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-    let mut resp = send(out).await?;
+    let creates_exec = target_is_remote(&dest)
+        && out.method() == http::Method::POST
+        && out.uri().path().ends_with("/exec")
+        && out.uri().path().contains("/containers/");
+    let mut resp = match &dest {
+        Target::Local => send(out).await?,
+        Target::Node { host, addr, peers } => send_remote(out, host, addr, peers).await?,
+    };
+    if creates_exec && resp.status().is_success() {
+        // Remember where the exec instance lives for its start/inspect/resize.
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(Body::new(body), 1 << 20)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+        if let (Ok(v), Target::Node { host, addr, .. }) =
+            (serde_json::from_slice::<serde_json::Value>(&bytes), &dest)
+        {
+            if let Some(id) = v["Id"].as_str() {
+                let mut routes = EXEC_ROUTES.lock().expect("exec routes");
+                if routes.len() > 10_000 {
+                    routes.clear();
+                }
+                routes.insert(id.to_string(), (host.clone(), addr.clone()));
+            }
+        }
+        let mut parts = parts;
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return Err(ApiError::new(
@@ -183,18 +362,27 @@ async fn forward(mut req: Request) -> Result<Response, ApiError> {
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
-/// `GET /distribution/{image}/json`: shoal does not ask registries for
-/// digests, so the docker CLI warns ("could not be accessed on a registry
-/// to record its digest") and sends the image unchanged, as it does when a
-/// daemon cannot reach the registry.
-pub async fn distribution(axum::extract::Path(rest): axum::extract::Path<String>) -> ApiError {
-    let image = rest.strip_suffix("/json").unwrap_or(&rest);
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "shoal does not resolve image digests on a registry: each node uses its local copy of {image} or pulls it itself"
-        ),
-    )
+/// `GET /distribution/{image}/json`: answered by this node's engine (which
+/// asks the registry for the image's digest, as Docker's manager does); a
+/// node without an engine says so. Either way an error only makes the
+/// docker CLI warn and send the image unpinned.
+pub async fn distribution(req: Request) -> Response {
+    let image = req
+        .uri()
+        .path()
+        .trim_start_matches("/distribution/")
+        .trim_end_matches("/json")
+        .to_string();
+    match forward(req, Target::Local).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "this manager has no Docker Engine to resolve the digest of {image} on a registry: each node uses its local copy or pulls it itself"
+            ),
+        )
+        .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
-//! A node's Docker Engine goes away and comes back: the node stops offering
-//! the `docker` executor (container tasks are placed elsewhere or wait, with
-//! the reason), then offers it again. The worker reaches the real engine
-//! (DOCKER_HOST) through `--engine-socket` pointing at a relay socket this
-//! test controls, so "the engine is unreachable" is real for that node only.
+//! A node's Docker Engine, seen from the cluster:
+//! * it goes away and comes back: the node stops offering the `docker`
+//!   executor (container tasks are placed elsewhere or wait, with the
+//!   reason), then offers it again. The worker reaches the real engine
+//!   (DOCKER_HOST) through `--engine-socket` pointing at a relay socket this
+//!   test controls, so "the engine is unreachable" is real for that node only;
+//! * a task's container on a worker is reached through a manager that has
+//!   no engine: `docker exec` and `docker container inspect` go to the
+//!   engine of the node that runs it.
+//!
 //! Skipped, with a `SKIPPED` line, without an engine at DOCKER_HOST that has
 //! `local/busybox:1` (the containers test builds it).
 
@@ -127,18 +132,14 @@ fn tasks(c: &Cluster) -> Vec<Value> {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Removes this test's containers, pass or fail.
-struct Containers;
+/// Removes the containers of a service, pass or fail.
+struct Containers(&'static str);
 
 impl Drop for Containers {
     fn drop(&mut self) {
+        let filter = format!("label=com.docker.swarm.service.name={}", self.0);
         let out = Command::new(docker_bin())
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                "label=com.docker.swarm.service.name=eng",
-            ])
+            .args(["ps", "-aq", "--filter", &filter])
             .output();
         if let Ok(out) = out {
             let ids = String::from_utf8_lossy(&out.stdout).to_string();
@@ -160,7 +161,7 @@ fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
         eprintln!("SKIPPED engine_loss test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
         return;
     };
-    let _containers = Containers;
+    let _containers = Containers("eng");
     let mut c = Cluster::new();
     let relay = Relay::start(c.tmp.path().join("relay.sock"), engine);
     let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
@@ -226,4 +227,70 @@ fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
             .then_some(())
     });
     c.nodes[0].ok(&["service", "rm", "eng"]);
+}
+
+#[test]
+fn exec_and_inspect_through_a_manager_reach_the_engine_of_the_tasks_node() {
+    if engine_socket().is_none() || !Path::new("/usr/local/bin/docker").exists() {
+        eprintln!("SKIPPED remote exec test: needs an engine at DOCKER_HOST with local/busybox:1 and /usr/local/bin/docker");
+        return;
+    }
+    let _containers = Containers("rx");
+    let mut c = Cluster::new();
+    let sock = c.tmp.path().join("m1-docker.sock");
+    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
+    c.init(
+        "m1",
+        &[
+            "--engine-socket",
+            &none,
+            "--docker-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    c.join("w1", "worker", 0);
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "rx",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    let task = wait_for("rx running", T, || {
+        let out = c.nodes[0].ok(&["service", "ps", "rx", "--format", "json"]);
+        let tasks: Vec<Value> = serde_json::from_str(&out).ok()?;
+        tasks
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running")
+    });
+    let cid = task["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = format!("rx.1.{}", task["ID"].as_str().unwrap());
+    let docker = |args: &[&str]| {
+        Command::new("/usr/local/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = docker(&["exec", &cid[..12], "echo", "hello from w1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello from w1");
+    let out = docker(&["exec", &name, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = docker(&["container", "inspect", "--format", "{{.Name}}", &cid[..12]]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("/{name}")
+    );
+    // The manager has no engine of its own: other containers are not found.
+    let out = docker(&["exec", "no-such-container", "true"]);
+    assert!(!out.status.success());
+    c.nodes[0].ok(&["service", "rm", "rx"]);
 }
