@@ -32,6 +32,8 @@ pub struct Sockets {
     pub hostname: Option<String>,
     /// The Docker Engine to use (for nodes created through the API).
     pub engine: Option<String>,
+    /// The Docker API on TCP.
+    pub tcp: Option<crate::state::DockerTcp>,
 }
 
 impl Sockets {
@@ -45,6 +47,7 @@ impl Sockets {
             docker: args.docker_socket.clone(),
             hostname: args.hostname.clone(),
             engine: args.engine_socket.clone(),
+            tcp: args.docker_tcp.clone(),
         }
     }
 
@@ -55,8 +58,16 @@ impl Sockets {
             docker: state.docker_socket.clone(),
             hostname: state.hostname_override.clone(),
             engine: state.engine_socket.clone(),
+            tcp: state.docker_tcp.clone(),
         }
     }
+}
+
+/// A socket the API is served on.
+enum ApiListener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+    Tls(Box<shoal_manager::api::TlsListener>),
 }
 
 /// What the node does next.
@@ -124,7 +135,7 @@ struct Host {
     stay: bool,
     /// Bound API sockets not served yet: a node that starts as a member
     /// answers only once it runs (connections wait in the backlog).
-    listeners: Vec<(tokio::net::UnixListener, PathBuf)>,
+    listeners: Vec<(ApiListener, String)>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     token: CancellationToken,
 }
@@ -150,7 +161,22 @@ pub async fn run(dir: DataDir, sockets: Sockets, start: Start, stay: bool) -> an
         }
         let listener = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("cannot serve the API on {}", path.display()))?;
-        listeners.push((listener, path.clone()));
+        listeners.push((ApiListener::Unix(listener), path.display().to_string()));
+    }
+    if let Some(tcp) = &sockets.tcp {
+        let listener = tokio::net::TcpListener::bind(&tcp.addr)
+            .await
+            .with_context(|| format!("cannot serve the Docker API on {}", tcp.addr))?;
+        let l = match tcp.tls()? {
+            Some(cfg) => ApiListener::Tls(Box::new(shoal_manager::api::TlsListener::new(
+                listener, cfg,
+            )?)),
+            None => {
+                tracing::warn!(addr = %tcp.addr, "the Docker API is served on TCP without TLS: anyone who can reach it controls the cluster (use --docker-tlscert/--docker-tlskey/--docker-tlscacert)");
+                ApiListener::Tcp(listener)
+            }
+        };
+        listeners.push((l, format!("tcp://{}", tcp.addr)));
     }
     let mut host = Host {
         dir,
@@ -210,12 +236,16 @@ impl Host {
     fn show(&mut self, state: ApiState) {
         self.front.install(state);
         for (listener, path) in self.listeners.drain(..) {
-            let (front, t) = (self.front.clone(), self.token.clone());
+            let (front, stop) = (self.front.clone(), self.token.clone().cancelled_owned());
+            use shoal_manager::api::serve;
             self.servers.push(tokio::spawn(async move {
-                if let Err(e) =
-                    shoal_manager::api::serve(listener, front, t.cancelled_owned()).await
-                {
-                    tracing::error!("API on {}: {e}", path.display());
+                let r = match listener {
+                    ApiListener::Unix(l) => serve(l, front, stop).await,
+                    ApiListener::Tcp(l) => serve(l, front, stop).await,
+                    ApiListener::Tls(l) => serve(*l, front, stop).await,
+                };
+                if let Err(e) = r {
+                    tracing::error!("API on {path}: {e}");
                 }
             }));
         }
@@ -329,6 +359,7 @@ impl Host {
             hostname: self.sockets.hostname.clone(),
             docker_socket: self.sockets.docker.clone(),
             engine_socket: self.sockets.engine.clone(),
+            docker_tcp: self.sockets.tcp.clone(),
         }
     }
 

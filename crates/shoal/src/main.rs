@@ -61,6 +61,36 @@ struct NodeFlags {
     /// default: DOCKER_HOST, else /var/run/docker.sock).
     #[arg(long)]
     engine_socket: Option<String>,
+    #[command(flatten)]
+    tcp: TcpFlags,
+}
+
+/// The Docker API on TCP.
+#[derive(clap::Args, Clone)]
+struct TcpFlags {
+    /// Also serve the Docker API on TCP at IP:PORT.
+    #[arg(long)]
+    docker_tcp: Option<String>,
+    /// TLS certificate (PEM) for --docker-tcp.
+    #[arg(long)]
+    docker_tlscert: Option<PathBuf>,
+    /// TLS private key (PEM) for --docker-tcp.
+    #[arg(long)]
+    docker_tlskey: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) on --docker-tcp.
+    #[arg(long)]
+    docker_tlscacert: Option<PathBuf>,
+}
+
+impl TcpFlags {
+    fn parse(self) -> anyhow::Result<Option<state::DockerTcp>> {
+        state::DockerTcp::from_flags(
+            self.docker_tcp,
+            self.docker_tlscert,
+            self.docker_tlskey,
+            self.docker_tlscacert,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -105,6 +135,8 @@ enum Cmd {
         /// The Docker Engine that runs this node's containers (remembered).
         #[arg(long)]
         engine_socket: Option<String>,
+        #[command(flatten)]
+        tcp: TcpFlags,
     },
     /// A one-node cluster (manager + agent) in the foreground.
     Dev {
@@ -202,6 +234,7 @@ fn start_args(n: NodeFlags, need_listen: bool) -> anyhow::Result<node::StartArgs
         hostname: n.hostname,
         docker_socket: n.docker_socket,
         engine_socket: n.engine_socket,
+        docker_tcp: n.tcp.parse()?,
     })
 }
 
@@ -234,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_socket,
             hostname,
             engine_socket,
+            tcp,
         } => {
             node::daemon(node::DaemonArgs {
                 data_dir,
@@ -241,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_socket,
                 hostname,
                 engine_socket,
+                docker_tcp: tcp.parse()?,
             })
             .await
         }

@@ -40,6 +40,8 @@ pub struct StartArgs {
     pub docker_socket: Option<PathBuf>,
     /// The Docker Engine to use (`unix:///PATH`).
     pub engine_socket: Option<String>,
+    /// The Docker API on TCP.
+    pub docker_tcp: Option<crate::state::DockerTcp>,
 }
 
 fn parse_addr(what: &str, a: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -296,6 +298,7 @@ pub fn prepare_init(
         hostname_override: args.hostname.clone(),
         docker_socket: args.docker_socket.clone(),
         engine_socket: args.engine_socket.clone(),
+        docker_tcp: args.docker_tcp.clone(),
     };
     std::fs::create_dir_all(&args.data_dir)?;
     dir.use_seal(unlock_key);
@@ -414,6 +417,7 @@ pub async fn prepare_join(
         hostname_override: args.hostname.clone(),
         docker_socket: args.docker_socket.clone(),
         engine_socket: args.engine_socket.clone(),
+        docker_tcp: args.docker_tcp.clone(),
     };
     dir.save(&state)?;
     tracing::info!(node = %resp.node_id, role = resp.role.as_str(), "joined the cluster");
@@ -448,6 +452,8 @@ pub struct DaemonArgs {
     pub hostname: Option<String>,
     /// The Docker Engine to use (remembered).
     pub engine_socket: Option<String>,
+    /// The Docker API on TCP (remembered).
+    pub docker_tcp: Option<crate::state::DockerTcp>,
 }
 
 /// `shoal daemon`: runs the node of a data dir; on an empty one, a node that
@@ -463,6 +469,7 @@ pub async fn daemon(a: DaemonArgs) -> anyhow::Result<()> {
             docker: a.docker_socket,
             hostname: a.hostname,
             engine: a.engine_socket,
+            tcp: a.docker_tcp,
         };
         return crate::host::run(dir, sockets, crate::host::Start::Inactive, true).await;
     }
@@ -474,6 +481,10 @@ pub async fn daemon(a: DaemonArgs) -> anyhow::Result<()> {
     }
     if a.engine_socket.is_some() && a.engine_socket != state.engine_socket {
         state.engine_socket = a.engine_socket;
+        changed = true;
+    }
+    if a.docker_tcp.is_some() && a.docker_tcp != state.docker_tcp {
+        state.docker_tcp = a.docker_tcp;
         changed = true;
     }
     if changed {
@@ -640,6 +651,7 @@ pub async fn dev(
         hostname: None,
         docker_socket,
         engine_socket: None,
+        docker_tcp: None,
     };
     init(args, None).await
 }

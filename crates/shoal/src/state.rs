@@ -45,6 +45,75 @@ pub struct NodeState {
     /// or /var/run/docker.sock.
     #[serde(default)]
     pub engine_socket: Option<String>,
+    /// The Docker API also served on TCP (`--docker-tcp`, TLS flags).
+    #[serde(default)]
+    pub docker_tcp: Option<DockerTcp>,
+}
+
+/// The Docker API on TCP: plain, TLS, or TLS with client certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerTcp {
+    /// `HOST:PORT` to listen on.
+    pub addr: String,
+    /// Server certificate (PEM), for TLS.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (Docker's `--tlsverify`).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl DockerTcp {
+    /// From the command-line flags; `None` without `--docker-tcp`.
+    pub fn from_flags(
+        addr: Option<String>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    ) -> anyhow::Result<Option<DockerTcp>> {
+        let Some(addr) = addr else {
+            if cert.is_some() || key.is_some() || ca.is_some() {
+                bail!("--docker-tlscert, --docker-tlskey and --docker-tlscacert need --docker-tcp HOST:PORT");
+            }
+            return Ok(None);
+        };
+        addr.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("invalid --docker-tcp {addr:?}: expected IP:PORT, e.g. 0.0.0.0:2376")
+        })?;
+        match (&cert, &key) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("--docker-tlscert and --docker-tlskey go together")
+            }
+            (None, None) if ca.is_some() => {
+                bail!("--docker-tlscacert needs --docker-tlscert and --docker-tlskey")
+            }
+            _ => {}
+        }
+        Ok(Some(DockerTcp {
+            addr,
+            tls_cert: cert,
+            tls_key: key,
+            tls_ca: ca,
+        }))
+    }
+
+    /// The TLS configuration, when TLS is asked for.
+    pub fn tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let ca = self.tls_ca.as_ref().map(read).transpose()?;
+        let cfg =
+            shoal_net::tls::docker_api_server_config(&read(cert)?, &read(key)?, ca.as_deref())
+                .context("the Docker API TLS files")?;
+        Ok(Some(cfg))
+    }
 }
 
 /// The files of a data directory.

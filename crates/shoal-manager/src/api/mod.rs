@@ -336,3 +336,47 @@ where
     .await?;
     Ok(())
 }
+
+/// A TLS listener for the API on TCP: handshakes run in their own tasks
+/// (see [`shoal_net::tls::TlsIncoming`]); failed handshakes are dropped.
+pub struct TlsListener {
+    incoming: shoal_net::tls::TlsIncoming,
+    addr: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on `listener`.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
+        let addr = listener.local_addr()?;
+        Ok(TlsListener {
+            incoming: shoal_net::tls::TlsIncoming::new(listener, config),
+            addr,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = shoal_net::tls::TlsConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let addr = conn.peer_info().remote_addr;
+                    return (conn, addr);
+                }
+                Some(Err(e)) => tracing::debug!("Docker API on TCP: {e}"),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}

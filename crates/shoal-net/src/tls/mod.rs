@@ -223,6 +223,33 @@ fn parse_digest(hex_digest: &str) -> Result<[u8; 32], TlsError> {
     Ok(out)
 }
 
+/// Server configuration for the Docker API on TCP (`--docker-tcp` with
+/// `--docker-tlscert/--docker-tlskey`): presents the given certificate; with
+/// `client_ca_pem` (`--docker-tlscacert`, Docker's `--tlsverify`) every
+/// client must present a certificate that chains to it. HTTP/1.1.
+pub fn docker_api_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = provider();
+    let chain = certs_from_pem(cert_pem)?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Key(e.to_string()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca_pem {
+        Some(ca) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(root_store(ca)?, provider).build()?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
