@@ -393,3 +393,111 @@ fn autolock_seals_the_manager_key_until_unlocked() {
     c.nodes[a].restart();
     assert_eq!(local_state(&c, a), "active");
 }
+
+#[test]
+fn docker_cli_swarm_init_autolock_join_unlock_leave() {
+    const DOCKER: &str = "/usr/local/bin/docker";
+    if !std::path::Path::new(DOCKER).exists() {
+        eprintln!("SKIPPED docker CLI swarm test: no {DOCKER}");
+        return;
+    }
+    let mut c = Cluster::new();
+    let sock = |n: &str| c.tmp.path().join(format!("{n}-docker.sock"));
+    let (sa, sb) = (sock("a"), sock("b"));
+    let a = c.idle("a", &["--docker-socket", sa.to_str().unwrap()]);
+    c.idle("b", &["--docker-socket", sb.to_str().unwrap()]);
+    let docker = |s: &std::path::Path, args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(DOCKER)
+            .env("DOCKER_HOST", format!("unix://{}", s.display()))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let pa = free_port().to_string();
+    let (ok, out) = docker(
+        &sa,
+        &[
+            "swarm",
+            "init",
+            "--autolock",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            &format!("127.0.0.1:{pa}"),
+        ],
+        None,
+    );
+    assert!(
+        ok && out.contains("Swarm initialized") && out.contains("SWMKEY-1-"),
+        "{out}"
+    );
+    let (ok, key) = docker(&sa, &["swarm", "unlock-key", "-q"], None);
+    assert!(ok, "{key}");
+    let (ok, token) = docker(&sa, &["swarm", "join-token", "-q", "worker"], None);
+    assert!(ok, "{token}");
+    let (ok, out) = docker(
+        &sb,
+        &[
+            "swarm",
+            "join",
+            "--listen-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--token",
+            token.trim(),
+            &format!("127.0.0.1:{pa}"),
+        ],
+        None,
+    );
+    assert!(
+        ok && out.contains("This node joined a swarm as a worker."),
+        "{out}"
+    );
+    wait_for("2 nodes", T, || {
+        let (ok, out) = docker(&sa, &["node", "ls", "-q"], None);
+        (ok && out.lines().count() == 2).then_some(())
+    });
+    let (ok, out) = docker(&sb, &["swarm", "leave"], None);
+    assert!(ok && out.contains("Node left the swarm."), "{out}");
+
+    // A restart locks the manager until `docker swarm unlock`.
+    c.nodes[a].restart();
+    let (_, out) = docker(
+        &sa,
+        &["info", "--format", "{{.Swarm.LocalNodeState}}"],
+        None,
+    );
+    assert_eq!(out.trim(), "locked");
+    let (ok, out) = docker(&sa, &["node", "ls"], None);
+    assert!(!ok && out.contains("docker swarm unlock"), "{out}");
+    let (ok, out) = docker(
+        &sa,
+        &["swarm", "unlock"],
+        Some(&format!("{}\n", key.trim())),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = docker(&sa, &["node", "ls"], None);
+    assert!(ok, "{out}");
+    let (ok, out) = docker(&sa, &["swarm", "leave", "--force"], None);
+    assert!(ok && out.contains("Node left the swarm."), "{out}");
+    let (_, out) = docker(
+        &sa,
+        &["info", "--format", "{{.Swarm.LocalNodeState}}"],
+        None,
+    );
+    assert_eq!(out.trim(), "inactive");
+}
