@@ -402,3 +402,119 @@ fn compaction_snapshot_catch_up_node_removal_and_leave() {
     assert!(info.contains("\"LocalNodeState\": \"inactive\""), "{info}");
     assert!(!c.nodes[m3].dir.join("node.json").exists());
 }
+
+/// N managers (N = 5 or 7) lose (N−1)/2 of them, the leader among them:
+/// the survivors elect a leader, accept writes and agree; the lost ones
+/// come back and catch up. Then a prefix shared by several objects is
+/// refused as ambiguous.
+fn managers_survive_losing_a_minority(n: usize) {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    for i in 2..=n {
+        c.join(&format!("m{i}"), "manager", 0);
+    }
+    wait_for("all managers ready", T, || {
+        (ready_count(&c, 0)? == n).then_some(())
+    });
+    let voters = |via: usize| -> Option<usize> {
+        let info: serde_json::Value =
+            serde_json::from_str(&c.nodes[via].ok(&["info", "--format", "json"])).ok()?;
+        info["Swarm"]["Managers"].as_u64().map(|m| m as usize)
+    };
+    wait_for("every manager counted", T, || {
+        (voters(0)? == n).then_some(())
+    });
+    let leader = wait_for("a leader", T, || c.leader(0));
+    // Lose the leader and (n−1)/2 − 1 others.
+    let mut lost = vec![leader];
+    lost.extend((0..n).filter(|i| *i != leader).take((n - 1) / 2 - 1));
+    for &i in &lost {
+        c.nodes[i].kill();
+    }
+    let alive: Vec<usize> = (0..n).filter(|i| !lost.contains(i)).collect();
+    wait_for("a write through a survivor", T, || {
+        c.nodes[alive[0]]
+            .cli(&["node", "update", "--label-add", "lost=minority", "m1"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let new_leader = wait_for("a new leader", T, || {
+        c.leader(alive[1]).filter(|l| !lost.contains(l))
+    });
+    for &i in &alive {
+        assert_eq!(c.leader(i), Some(new_leader), "manager {i} agrees");
+        let out = c.nodes[i].ok(&["node", "inspect", "m1"]);
+        assert!(
+            out.contains("\"lost\": \"minority\""),
+            "manager {i} sees the write"
+        );
+    }
+    for &i in &lost {
+        c.nodes[i].restart();
+    }
+    for &i in &lost {
+        wait_for("a lost manager caught up", T, || {
+            c.nodes[i]
+                .ok(&["node", "inspect", "m1"])
+                .contains("\"lost\": \"minority\"")
+                .then_some(())
+        });
+    }
+    wait_for("all ready again", T, || {
+        (ready_count(&c, new_leader)? == n).then_some(())
+    });
+
+    // 37 configs: two IDs share a first character (base36), so that
+    // prefix is ambiguous; a full ID and a unique prefix resolve.
+    let mut ids = Vec::new();
+    for i in 0..37 {
+        let body = format!(r#"{{"Name":"cfg{i}","Data":"eA=="}}"#);
+        let (code, out) = common::api(&c.nodes[0], "POST", "/v1.41/configs/create", Some(&body));
+        assert_eq!(code, 201, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        ids.push(v["ID"].as_str().unwrap().to_string());
+    }
+    let shared = ids
+        .iter()
+        .map(|id| &id[..1])
+        .find(|p| ids.iter().filter(|id| id.starts_with(p)).count() > 1)
+        .unwrap()
+        .to_string();
+    let (code, out) = common::api(
+        &c.nodes[0],
+        "GET",
+        &format!("/v1.41/configs/{shared}"),
+        None,
+    );
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains("ambiguous"), "{out}");
+    let (code, _) = common::api(
+        &c.nodes[1],
+        "GET",
+        &format!("/v1.41/configs/{}", ids[0]),
+        None,
+    );
+    assert_eq!(code, 200);
+    let unique = (1..=ids[0].len())
+        .map(|l| &ids[0][..l])
+        .find(|p| ids.iter().filter(|id| id.starts_with(p)).count() == 1)
+        .unwrap();
+    let (code, out) = common::api(
+        &c.nodes[2],
+        "GET",
+        &format!("/v1.41/configs/{unique}"),
+        None,
+    );
+    assert_eq!(code, 200, "{out}");
+}
+
+#[test]
+fn five_managers_survive_losing_two() {
+    managers_survive_losing_a_minority(5);
+}
+
+#[test]
+fn seven_managers_survive_losing_three() {
+    managers_survive_losing_a_minority(7);
+}
