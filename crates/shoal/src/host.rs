@@ -475,9 +475,7 @@ impl Host {
         let reload = ReloadableCert::new(&ca, &cert, &key)?;
         let server_cfg = tls::server_config_with_cert(&ca, reload.clone())?;
         let manager_cfg = tls::client_config_with_cert(&ca, Some(reload.clone()))?;
-        let listener = tokio::net::TcpListener::bind(&state.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", state.listen_addr))?;
+        let listener = bind_listen_addr(&state.listen_addr).await?;
         let token = CancellationToken::new();
         let manager = if state.role == NodeRole::Manager {
             let cfg = ManagerConfig {
@@ -667,6 +665,25 @@ impl Host {
             }
         }
         Ok(exit)
+    }
+}
+
+/// Binds the node-to-node address; after a role switch the previous run's
+/// listener may take a moment to close, so an address in use is retried
+/// for a few seconds.
+async fn bind_listen_addr(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+        }
     }
 }
 
