@@ -97,3 +97,29 @@ pub(super) async fn blocking<T: Send + 'static>(
         .await
         .map_err(io::Error::other)?
 }
+
+/// A pidfd (Linux ≥ 5.3) for the task's shim while it is alive: it becomes
+/// readable when the shim exits, so waiting costs nothing while tasks run.
+/// `None` when the shim is not alive (or the kernel has no pidfd).
+pub(super) fn shim_exit_fd(
+    dir: &TaskDir,
+) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    let pid = read_pid(&dir.shim_pid()).ok().flatten()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a fresh file descriptor that we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // The pid file may name a reused pid: only this task's live shim counts
+    // (checked after opening, so the fd refers to the process checked).
+    if !shim_alive(dir) {
+        return None;
+    }
+    // SAFETY: the AsyncFd owns the fd, which stays open until the AsyncFd
+    // (and with it the registration) is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()
+}

@@ -15,8 +15,8 @@ use crate::process::spec::{validate_task_id, ProcessTaskSpec};
 use crate::process::status::ExitStatus;
 use crate::process::taskdir::{read_pid, write_json_atomic, StartRecord, TaskDir};
 use files::{
-    abandon_start, blocking, read_exit, read_spec, read_start, shim_alive, shim_log_tail,
-    signal_group,
+    abandon_start, blocking, read_exit, read_spec, read_start, shim_alive, shim_exit_fd,
+    shim_log_tail, signal_group,
 };
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 const POLL: Duration = Duration::from_millis(50);
 /// How long a shim may take to start its task before `start` gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `wait` looks at a running task whose shim it watches by pidfd.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// How often `wait` checks that the shim is still alive.
 const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
 
@@ -258,6 +260,21 @@ impl ProcessExecutor {
         loop {
             if let Some(status) = read_exit(&dir).await? {
                 return Ok(status);
+            }
+            // While the shim lives, sleep until it exits (no polling: with
+            // a thousand tasks, polling alone kept a core busy).
+            if !self.is_starting(task_id) {
+                if let Some(fd) = shim_exit_fd(&dir) {
+                    tokio::select! {
+                        _ = fd.readable() => {}
+                        // Also notice a task directory removed meanwhile.
+                        _ = tokio::time::sleep(IDLE_CHECK) => {}
+                    }
+                    if !tokio::fs::try_exists(dir.path()).await.unwrap_or(true) {
+                        return Err(ExecError::NotFound(task_id.to_string()));
+                    }
+                    continue;
+                }
             }
             if last_check.elapsed() >= LIVENESS_PERIOD && !self.is_starting(task_id) {
                 last_check = Instant::now();
