@@ -48,15 +48,47 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
+/// The write end of the pipe the launcher waits on (-1: none).
+static STARTED_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Tells the launcher the task started (its `start.json` and `pid` exist),
+/// so the agent finds them at once instead of polling for them.
+fn signal_started() {
+    let fd = STARTED_FD.swap(-1, std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: fd is the pipe's write end, owned by this process; it is
+        // written once and closed once.
+        unsafe {
+            libc::write(fd, b"s".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+}
+
 fn run(dir: PathBuf) -> i32 {
+    // The launcher exits once the task has started (a byte on the pipe) or
+    // the shim has given up (end of file: exit.json holds why).
+    let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
     // SAFETY: no other thread exists yet (see `main`'s contract).
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => return 0,
+        Ok(ForkResult::Parent { .. }) => {
+            if let Some((read, write)) = pipe {
+                drop(write);
+                let mut byte = [0u8; 1];
+                let _ = std::fs::File::from(read).read(&mut byte);
+            }
+            return 0;
+        }
         Ok(ForkResult::Child) => {}
         Err(e) => {
             eprintln!("shim: fork: {e}");
             return 1;
         }
+    }
+    if let Some((read, write)) = pipe {
+        drop(read);
+        use std::os::fd::IntoRawFd;
+        STARTED_FD.store(write.into_raw_fd(), std::sync::atomic::Ordering::SeqCst);
     }
     if let Err(e) = setsid() {
         eprintln!("shim: setsid: {e}");
@@ -144,6 +176,7 @@ fn run_task(
     {
         eprintln!("shim: recording the task start: {e}");
     }
+    signal_started();
 
     let (done_tx, done_rx) = mpsc::channel();
     let mut pumps = 0;
