@@ -62,7 +62,7 @@ impl Node for NodeService {
         &self,
         req: Request<tonic::Streaming<Msg>>,
     ) -> Result<Response<LogStream>, Status> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         self.manager_only(&req, "reach this node's Docker Engine")?;
         let host = self
             .docker
@@ -75,7 +75,7 @@ impl Node for NodeService {
                 "this node's Docker Engine at {host} does not answer: {e}"
             ))
         })?;
-        let (mut rd, mut wr) = sock.into_split();
+        let (rd, mut wr) = sock.into_split();
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
@@ -86,23 +86,10 @@ impl Node for NodeService {
             let _ = wr.shutdown().await;
         });
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Msg, Status>>(64);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let m = Msg {
-                            json: Vec::new(),
-                            data: buf[..n].to_vec(),
-                        };
-                        if tx.send(Ok(m)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        tokio::spawn(shoal_net::rpc::pump_reader(rd, move |m| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(m)).await.is_ok() }
+        }));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -175,3 +175,30 @@ pub struct LogLine {
     /// The line, without its newline.
     pub line: String,
 }
+
+/// Reads `r` to its end and hands what it reads, as `Msg.data` chunks of up
+/// to 64 KiB, to `send`; stops early when `send` answers false. Used by the
+/// engine tunnel, both ways.
+pub async fn pump_reader<R, F, Fut>(mut r: R, mut send: F)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    F: FnMut(Msg) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let m = Msg {
+                    json: Vec::new(),
+                    data: buf[..n].to_vec(),
+                };
+                if !send(m).await {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -122,7 +122,7 @@ async fn send_remote(
 ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     use shoal_net::rpc::pb::node_client::NodeClient;
     use shoal_net::rpc::Msg;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let gone = |why: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,24 +141,11 @@ async fn send_remote(
         .map_err(|s| gone(s.message().to_string()))?
         .into_inner();
     let (ours, theirs) = tokio::io::duplex(64 << 10);
-    let (mut rd, mut wr) = tokio::io::split(theirs);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let m = Msg {
-                        json: Vec::new(),
-                        data: buf[..n].to_vec(),
-                    };
-                    if to_node.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let (rd, mut wr) = tokio::io::split(theirs);
+    tokio::spawn(shoal_net::rpc::pump_reader(rd, move |m| {
+        let to_node = to_node.clone();
+        async move { to_node.send(m).await.is_ok() }
+    }));
     tokio::spawn(async move {
         while let Ok(Some(m)) = from_node.message().await {
             if wr.write_all(&m.data).await.is_err() {
