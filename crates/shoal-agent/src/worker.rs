@@ -408,7 +408,8 @@ impl Worker {
         self.send(report(&id, TaskState::Starting, "starting", ""))
             .await;
         let permit = self.starts.acquire().await;
-        let started = d.start(spec).await;
+        // The image was checked (pulled if needed) just above.
+        let started = d.start_prepared(spec).await;
         drop(permit);
         match started {
             Ok(h) => {

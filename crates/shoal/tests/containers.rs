@@ -3,76 +3,17 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn docker(args: &[&str]) -> Option<String> {
-    let bin = if std::path::Path::new("/usr/local/bin/docker").exists() {
-        "/usr/local/bin/docker"
-    } else {
-        "docker"
-    };
-    let out = Command::new(bin).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// Ensures `local/busybox:1` exists (built from /bin/busybox); None when no engine.
-fn engine() -> Option<()> {
+fn engine_ready() -> Option<()> {
     std::env::var("DOCKER_HOST").ok()?;
-    docker(&["version"])?;
-    if docker(&["image", "inspect", "local/busybox:1"]).is_none() {
-        let dir = tempfile::tempdir().ok()?;
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).ok()?;
-        std::fs::copy("/bin/busybox", bin.join("busybox")).ok()?;
-        for a in ["sh", "sleep", "echo", "cat", "ls", "true", "false", "httpd"] {
-            std::os::unix::fs::symlink("busybox", bin.join(a)).ok()?;
-        }
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "tar -C {} -c . | {} import - local/busybox:1",
-                dir.path().display(),
-                if std::path::Path::new("/usr/local/bin/docker").exists() {
-                    "/usr/local/bin/docker"
-                } else {
-                    "docker"
-                }
-            ))
-            .status()
-            .ok()?;
-        status.success().then_some(())?;
-    }
-    Some(())
-}
-
-/// Removes every container of this cluster's nodes, pass or fail.
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for node in &self.0 {
-            if let Some(ids) = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=com.docker.swarm.node.id={node}"),
-            ]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids);
-                    docker(&args);
-                }
-            }
-        }
-    }
+    engine_with_busybox().ok()
 }
 
 fn running(d: &Daemon, service: &str) -> Vec<Value> {
@@ -85,7 +26,7 @@ fn running(d: &Daemon, service: &str) -> Vec<Value> {
 
 #[test]
 fn containers_converge_are_replaced_when_killed_and_move_off_a_dead_worker() {
-    if engine().is_none() {
+    if engine_ready().is_none() {
         eprintln!("SKIPPED containers test: no Docker Engine at DOCKER_HOST");
         return;
     }
@@ -124,7 +65,7 @@ fn containers_converge_are_replaced_when_killed_and_move_off_a_dead_worker() {
     ]);
     let r = running(m, "box");
     assert_eq!(r.len(), 6);
-    let names = docker(&[
+    let names = engine(&[
         "ps",
         "--filter",
         "label=com.docker.swarm.service.name=box",
@@ -145,7 +86,7 @@ fn containers_converge_are_replaced_when_killed_and_move_off_a_dead_worker() {
         .unwrap()
         .to_string();
     let slot = r[0]["Slot"].as_u64().unwrap();
-    docker(&["kill", &victim]).expect("docker kill");
+    engine(&["kill", &victim]).expect("docker kill");
     wait_for("the killed task replaced", T, || {
         let r = running(m, "box");
         (r.len() == 6

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -17,78 +18,13 @@ use std::time::{Duration, Instant};
 const DOCKER: &str = "/usr/local/bin/docker";
 const T: Duration = Duration::from_secs(60);
 
-/// The real engine's address (what the daemons use).
-fn engine_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-}
-
-/// The docker CLI against the real engine.
-fn engine(args: &[&str]) -> Option<String> {
-    let out = Command::new(DOCKER)
-        .args(args)
-        .env("DOCKER_HOST", engine_host())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// Whether the test can run: the CLI exists, an engine answers, and
 /// `local/busybox:1` exists (imported from /bin/busybox if needed).
 fn prerequisites() -> Result<(), String> {
     if !Path::new(DOCKER).exists() {
         return Err(format!("{DOCKER} is missing"));
     }
-    engine(&["version"]).ok_or_else(|| format!("no Docker Engine answers at {}", engine_host()))?;
-    if engine(&["image", "inspect", "local/busybox:1"]).is_some() {
-        return Ok(());
-    }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .map_err(|e| format!("no /bin/busybox to build local/busybox:1 from: {e}"))?;
-    for a in ["sh", "sleep", "echo", "cat", "ls", "true", "false", "httpd"] {
-        std::os::unix::fs::symlink("busybox", bin.join(a)).map_err(|e| e.to_string())?;
-    }
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C {} -c . | {DOCKER} import - local/busybox:1",
-            dir.path().display()
-        ))
-        .env("DOCKER_HOST", engine_host())
-        .status()
-        .map_err(|e| e.to_string())?
-        .success();
-    ok.then_some(())
-        .ok_or_else(|| "could not import local/busybox:1".into())
-}
-
-/// Removes (through the real engine) every container of the test's nodes,
-/// after the daemons are gone (it is declared before the cluster, so it is
-/// dropped after it).
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for node in &self.0 {
-            if let Some(ids) = engine(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=com.docker.swarm.node.id={node}"),
-            ]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids);
-                    engine(&args);
-                }
-            }
-        }
-    }
+    engine_with_busybox()
 }
 
 /// The docker CLI pointed at a shoal node's docker socket.

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::docker::{docker_bin, engine, BUSYBOX_IMAGE};
 use common::{wait_for, Cluster};
 use serde_json::Value;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,24 +25,10 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn docker_bin() -> &'static str {
-    if Path::new("/usr/local/bin/docker").exists() {
-        "/usr/local/bin/docker"
-    } else {
-        "docker"
-    }
-}
-
 fn engine_socket() -> Option<PathBuf> {
     let host = std::env::var("DOCKER_HOST").ok()?;
     let path = PathBuf::from(host.strip_prefix("unix://")?);
-    let ok = Command::new(docker_bin())
-        .args(["image", "inspect", "local/busybox:1"])
-        .output()
-        .ok()?
-        .status
-        .success();
-    ok.then_some(path)
+    engine(&["image", "inspect", BUSYBOX_IMAGE]).map(|_| path)
 }
 
 /// A unix-socket relay to the engine that can be cut (listener closed,

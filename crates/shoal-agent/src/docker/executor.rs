@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -37,6 +37,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_SLACK: Duration = Duration::from_secs(30);
 /// Pause before asking again when `wait` ended while the container runs.
 const WAIT_RETRY: Duration = Duration::from_millis(100);
+/// How long an image found in the engine counts as there: a burst of one
+/// service's tasks asks the engine once, not once per task.
+const IMAGE_FRESH: Duration = Duration::from_secs(5);
 
 /// A task the executor has started (or found running).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +123,9 @@ struct Inner {
     host: String,
     /// Task ID → container ID, for the containers seen so far.
     containers: Mutex<HashMap<String, String>>,
+    /// Image → when it was last found in the engine; its lock makes
+    /// concurrent checks of one image wait for the first.
+    images: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
 }
 
 impl DockerExecutor {
@@ -157,6 +163,7 @@ impl DockerExecutor {
                 docker,
                 host: host.to_string(),
                 containers: Mutex::new(HashMap::new()),
+                images: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -221,7 +228,23 @@ impl DockerExecutor {
 
     /// Makes sure `image` is in the engine, pulling it if it is not.
     /// `ImageUnavailable` with the engine's message if the pull fails.
+    /// Concurrent calls for one image share one check, and an image found
+    /// in the last [`IMAGE_FRESH`] is not looked up again.
     pub async fn prepare_image(&self, image: &str) -> Result<(), ExecError> {
+        let entry = lock(&self.inner.images)
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let mut found_at = entry.lock().await;
+        if found_at.is_some_and(|t| t.elapsed() < IMAGE_FRESH) {
+            return Ok(());
+        }
+        self.find_or_pull(image).await?;
+        *found_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn find_or_pull(&self, image: &str) -> Result<(), ExecError> {
         let docker = self.docker();
         match docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
@@ -260,6 +283,14 @@ impl DockerExecutor {
     pub async fn start(&self, spec: ContainerTaskSpec) -> Result<TaskHandle, ExecError> {
         spec.validate().map_err(ExecError::InvalidSpec)?;
         self.prepare_image(&spec.image).await?;
+        self.start_prepared(spec).await
+    }
+
+    /// [`start`](Self::start) for an image [`prepare_image`](Self::prepare_image)
+    /// has just made sure of: create, start and inspect, no image lookup
+    /// (an image removed meanwhile is `ImageUnavailable`).
+    pub async fn start_prepared(&self, spec: ContainerTaskSpec) -> Result<TaskHandle, ExecError> {
+        spec.validate().map_err(ExecError::InvalidSpec)?;
         let docker = self.docker();
         let options = CreateContainerOptions {
             name: Some(spec.container_name()),
@@ -271,8 +302,12 @@ impl DockerExecutor {
             .map_err(|e| match classify(e) {
                 Failure::Conflict(_) => ExecError::AlreadyExists(spec.task_id.clone()),
                 Failure::Unavailable(m) => ExecError::EngineUnavailable(m),
-                // 404 here is an image removed since `prepare_image`.
-                Failure::NotFound(m) => ExecError::ImageUnavailable(m),
+                // 404 here is an image removed since `prepare_image`: the
+                // next one looks it up (and pulls it) again.
+                Failure::NotFound(m) => {
+                    lock(&self.inner.images).remove(&spec.image);
+                    ExecError::ImageUnavailable(m)
+                }
                 Failure::Other(m) => ExecError::StartFailed(m),
             })?;
         self.remember(&spec.task_id, &created.id);

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
