@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::docker::{docker_bin, engine, BUSYBOX_IMAGE};
+use common::docker::{engine, ServiceContainers, BUSYBOX_IMAGE};
 use common::{wait_for, Cluster};
 use serde_json::Value;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -119,36 +119,13 @@ fn tasks(c: &Cluster) -> Vec<Value> {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Removes the containers of a service, pass or fail.
-struct Containers(&'static str);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        let filter = format!("label=com.docker.swarm.service.name={}", self.0);
-        let out = Command::new(docker_bin())
-            .args(["ps", "-aq", "--filter", &filter])
-            .output();
-        if let Ok(out) = out {
-            let ids = String::from_utf8_lossy(&out.stdout).to_string();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new(docker_bin())
-                    .arg("rm")
-                    .arg("-f")
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-}
-
 #[test]
 fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
     let Some(engine) = engine_socket() else {
         eprintln!("SKIPPED engine_loss test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
         return;
     };
-    let _containers = Containers("eng");
+    let _containers = ServiceContainers("eng");
     let mut c = Cluster::new();
     let relay = Relay::start(c.tmp.path().join("relay.sock"), engine);
     let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
@@ -222,7 +199,7 @@ fn exec_and_inspect_through_a_manager_reach_the_engine_of_the_tasks_node() {
         eprintln!("SKIPPED remote exec test: needs an engine at DOCKER_HOST with local/busybox:1 and /usr/local/bin/docker");
         return;
     }
-    let _containers = Containers("rx");
+    let _containers = ServiceContainers("rx");
     let mut c = Cluster::new();
     let sock = c.tmp.path().join("m1-docker.sock");
     let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());

@@ -25,42 +25,7 @@ fn python() -> Option<String> {
 /// Whether the nodes have a Docker Engine with the test image.
 fn engine_with_image() -> bool {
     std::env::var("DOCKER_HOST").is_ok()
-        && ["/usr/local/bin/docker", "docker"].iter().any(|d| {
-            Command::new(d)
-                .args(["image", "inspect", "local/busybox:1"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
-/// Removes the script's containers, pass or fail.
-struct Containers;
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        if std::env::var("DOCKER_HOST").is_err() {
-            return;
-        }
-        for d in ["/usr/local/bin/docker", "docker"] {
-            let Ok(out) = Command::new(d)
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    "label=com.docker.swarm.service.name=sdk-web",
-                ])
-                .output()
-            else {
-                continue;
-            };
-            let ids = String::from_utf8_lossy(&out.stdout);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new(d).arg("rm").arg("-f").args(&ids).output();
-            }
-            return;
-        }
-    }
+        && common::docker::engine(&["image", "inspect", common::docker::BUSYBOX_IMAGE]).is_some()
 }
 
 #[test]
@@ -69,7 +34,7 @@ fn python_docker_sdk_drives_the_swarm() {
         eprintln!("SKIPPED python_sdk test: no Python with the docker 7.x package");
         return;
     };
-    let _containers = Containers;
+    let _containers = common::docker::ServiceContainers("sdk-web");
     let mut c = Cluster::new();
     let sock = |n: &str| c.tmp.path().join(format!("{n}-docker.sock"));
     let (sa, sb) = (sock("a"), sock("b"));

@@ -73,19 +73,28 @@ pub struct Containers(pub Vec<String>);
 impl Drop for Containers {
     fn drop(&mut self) {
         for node in &self.0 {
-            if let Some(ids) = engine(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=com.docker.swarm.node.id={node}"),
-            ]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids);
-                    engine(&args);
-                }
-            }
+            remove_labelled(&format!("com.docker.swarm.node.id={node}"));
+        }
+    }
+}
+
+/// Removes every container of a service (by its Swarm label) when dropped.
+pub struct ServiceContainers(pub &'static str);
+
+impl Drop for ServiceContainers {
+    fn drop(&mut self) {
+        remove_labelled(&format!("com.docker.swarm.service.name={}", self.0));
+    }
+}
+
+/// Removes the engine's containers carrying `label` (`KEY=VALUE`).
+fn remove_labelled(label: &str) {
+    if let Some(ids) = engine(&["ps", "-aq", "--filter", &format!("label={label}")]) {
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            engine(&args);
         }
     }
 }
