@@ -2,9 +2,13 @@
 //!
 //! Concurrent writers are batched into one Raft entry (one fsync, one
 //! replication round for many writes). On a follower the batch is forwarded
-//! to the leader over gRPC; during an election it waits for a leader. A batch
-//! whose outcome is unknown (connection lost after sending) is reported as
-//! such, never silently retried.
+//! to the leader over gRPC; during an election it waits for a leader. Commands
+//! carry request IDs, so a forward lost with a dying leader is retried safely
+//! (the store applies each ID once).
+//!
+//! One entry is in flight at a time: openraft 0.9 appends and fsyncs inside
+//! its core task, so a second entry would only delay the first one's commit.
+//! Writers that arrive meanwhile queue up and go together in the next entry.
 
 use crate::peers::Peers;
 use openraft::error::{ClientWriteError, RaftError};
@@ -19,8 +23,13 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands in one Raft entry.
 const MAX_BATCH: usize = 1024;
-/// Raft entries in flight at once from this manager.
-const IN_FLIGHT: usize = 2;
+/// Raft entries in flight at once from this manager. One: openraft 0.9
+/// appends (and fsyncs) inside its core task, so a second entry only makes
+/// the first wait (measured in BENCHMARKS.md: 1 beats 2, 4 and 8).
+const IN_FLIGHT: usize = 1;
+/// How long a new batch waits, at most, for the writers the previous one
+/// answered (it goes as soon as they are all queued).
+const LINGER_US: u64 = 1000;
 
 /// Why a write did not happen (or may not have).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +43,34 @@ pub enum WriteError {
     /// Raft stopped or refused.
     #[error("{0}")]
     Raft(String),
+}
+
+/// Batching knobs (`SHOAL_PROPOSE_IN_FLIGHT`, `SHOAL_PROPOSE_LINGER_US`
+/// override the defaults, for benchmarking).
+struct Tuning {
+    in_flight: usize,
+    linger: Duration,
+}
+
+impl Tuning {
+    fn from_env() -> Tuning {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        Tuning {
+            in_flight: var("SHOAL_PROPOSE_IN_FLIGHT")
+                .map(|n| n.max(1) as usize)
+                .unwrap_or(IN_FLIGHT),
+            linger: Duration::from_micros(var("SHOAL_PROPOSE_LINGER_US").unwrap_or(LINGER_US)),
+        }
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
 }
 
 struct Pending {
@@ -51,27 +88,67 @@ impl Proposer {
     /// Starts the batching loop for `raft` (this manager's Raft instance).
     pub fn start(raft: Raft, peers: Arc<Peers>) -> Proposer {
         let (tx, mut rx) = mpsc::channel::<Pending>(65536);
+        let tuning = Tuning::from_env();
         tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+            let permits = Arc::new(Semaphore::new(tuning.in_flight));
+            let mut last_len = 0usize;
             while let Some(first) = rx.recv().await {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => (p, false),
+                    Err(_) => (
+                        permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore open"),
+                        true,
+                    ),
+                };
+                let (permit, waited) = permit;
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
+                drain(&mut rx, &mut batch);
+                // Group commit: wait a moment for the writers the previous
+                // entry answered, who come straight back (closed loops). One
+                // more command in this entry costs next to nothing; one more
+                // entry costs an fsync on the leader and on a follower. If
+                // this batch queued behind that entry, they come on top of
+                // it. A lone writer never waits (its last batch was itself).
+                let target = if waited {
+                    batch.len() + last_len
+                } else {
+                    last_len
+                }
+                .min(MAX_BATCH);
+                if batch.len() < target && !tuning.linger.is_zero() {
+                    let until = tokio::time::Instant::now() + tuning.linger;
+                    while batch.len() < target {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(p)) => {
+                                batch.push(p);
+                                drain(&mut rx, &mut batch);
+                            }
+                            _ => break,
+                        }
                     }
                 }
+                last_len = batch.len();
                 let raft = raft.clone();
                 let peers = peers.clone();
                 tokio::spawn(async move {
                     let (cmds, replies): (Vec<_>, Vec<_>) =
                         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-                    match submit(&raft, &peers, Batch(cmds)).await {
+                    let started = Instant::now();
+                    let n = cmds.len();
+                    let result = submit(&raft, &peers, Batch(cmds)).await;
+                    // Free the slot before answering, so the writers answered
+                    // now never find it taken when they come back.
+                    drop(permit);
+                    tracing::debug!(
+                        commands = n,
+                        us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
+                    match result {
                         Ok(BatchResult(results)) => {
                             for (reply, r) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(r));
@@ -83,7 +160,6 @@ impl Proposer {
                             }
                         }
                     }
-                    drop(permit);
                 });
             }
         });
