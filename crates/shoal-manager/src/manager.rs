@@ -13,8 +13,9 @@ use shoal_api::{Node, Timestamp};
 use shoal_store::{ClusterRecord, Entry, Expect, Member, Object, Raft, Shared, Vote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// How a manager starts.
@@ -64,7 +65,52 @@ pub struct Manager {
     pub node_peers: Arc<Peers>,
     /// Channels to other managers.
     pub peers: Arc<Peers>,
+    read_index: Arc<Mutex<ReadIndexQueue>>,
     token: CancellationToken,
+}
+
+/// Callers waiting for the next read-index round (see [`Manager::catch_up`]).
+#[derive(Default)]
+struct ReadIndexQueue {
+    /// Whether a task is running rounds.
+    running: bool,
+    /// Leader address each caller saw, and where its answer goes.
+    waiters: Vec<(String, oneshot::Sender<Option<u64>>)>,
+}
+
+/// Runs read-index rounds until no caller is waiting: each round takes every
+/// caller queued so far and asks the leader once per leader address.
+async fn read_index_rounds(queue: Arc<Mutex<ReadIndexQueue>>, peers: Arc<Peers>) {
+    loop {
+        let waiters = {
+            let mut q = queue.lock().expect("read index lock");
+            if q.waiters.is_empty() {
+                q.running = false;
+                return;
+            }
+            std::mem::take(&mut q.waiters)
+        };
+        let mut by_addr: BTreeMap<String, Vec<oneshot::Sender<Option<u64>>>> = BTreeMap::new();
+        for (addr, tx) in waiters {
+            by_addr.entry(addr).or_default().push(tx);
+        }
+        for (addr, txs) in by_addr {
+            let index = leader_applied_index(&peers, &addr).await;
+            for tx in txs {
+                let _ = tx.send(index);
+            }
+        }
+    }
+}
+
+/// Asks the leader at `addr` for its applied index (None if it can't answer).
+async fn leader_applied_index(peers: &Peers, addr: &str) -> Option<u64> {
+    let ch = peers.channel(addr).ok()?;
+    let mut client = shoal_net::rpc::pb::cluster_client::ClusterClient::new(ch);
+    let mut req = tonic::Request::new(shoal_net::rpc::msg(&()));
+    req.set_timeout(Duration::from_millis(500));
+    let resp = client.leader_op(req).await.ok()?;
+    shoal_net::rpc::parse::<u64>(resp.get_ref()).ok()
 }
 
 impl Manager {
@@ -100,6 +146,7 @@ impl Manager {
             cluster_id: cfg.cluster_id.clone(),
             node_peers: cfg.node_peers.clone(),
             peers: cfg.peers.clone(),
+            read_index: Default::default(),
             token: token.clone(),
         });
         match bootstrap {
@@ -162,9 +209,15 @@ impl Manager {
     /// Read-your-writes on followers: waits (briefly) until this manager has
     /// applied everything the leader had applied when asked. Leaders, and
     /// followers that can't reach a leader, answer from their own state.
+    ///
+    /// Concurrent callers share read-index round trips: a caller joins the
+    /// next round to start (never one already in flight, whose answer may
+    /// predate the call), so each caller still gets an index the leader
+    /// reported after the call began.
     pub async fn catch_up(&self) {
         let (leader_addr, me_leader) = {
-            let m = self.raft.metrics().borrow().clone();
+            let m = self.raft.metrics();
+            let m = m.borrow();
             let addr = m.current_leader.and_then(|l| {
                 m.membership_config
                     .membership()
@@ -177,16 +230,19 @@ impl Manager {
             return;
         }
         let Some(addr) = leader_addr else { return };
-        let index = async {
-            let ch = self.peers.channel(&addr).ok()?;
-            let mut client = shoal_net::rpc::pb::cluster_client::ClusterClient::new(ch);
-            let mut req = tonic::Request::new(shoal_net::rpc::msg(&()));
-            req.set_timeout(Duration::from_millis(500));
-            let resp = client.leader_op(req).await.ok()?;
-            shoal_net::rpc::parse::<u64>(resp.get_ref()).ok()
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut ri = self.read_index.lock().expect("read index lock");
+            ri.waiters.push((addr, tx));
+            !std::mem::replace(&mut ri.running, true)
+        };
+        if start {
+            tokio::spawn(read_index_rounds(
+                self.read_index.clone(),
+                self.peers.clone(),
+            ));
         }
-        .await;
-        if let Some(index) = index {
+        if let Ok(Some(index)) = rx.await {
             let mut applied = self.store.applied();
             let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= index))
                 .await;

@@ -240,18 +240,30 @@ fn version_supported(v: &str) -> bool {
     }
 }
 
-/// On a follower, every request first catches up with the leader's applied
-/// index, so a client reads its own writes (made through any manager) and an
-/// update's `version` is never stale merely because this replica lags.
+/// On a follower, every request that reads the state first catches up with
+/// the leader's applied index, so a client reads its own writes (made through
+/// any manager) and an update's `version` is never stale merely because this
+/// replica lags. Blind writes (see [`reads_nothing`]) skip it.
 async fn read_your_writes(
     axum::extract::State(state): axum::extract::State<ApiState>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response<Body> {
     if let Some(m) = &state.manager {
-        m.catch_up().await;
+        if !reads_nothing(&req) {
+            m.catch_up().await;
+        }
     }
     next.run(req).await
+}
+
+/// Requests whose handler reads nothing from the local replica: creating a
+/// secret or config only proposes a new object (its name's uniqueness is
+/// checked on the leader, during apply), so the local state's lag cannot
+/// change its outcome.
+fn reads_nothing(req: &Request) -> bool {
+    req.method() == axum::http::Method::POST
+        && matches!(req.uri().path(), "/configs/create" | "/secrets/create")
 }
 
 /// Adds the headers every Docker daemon response carries.
