@@ -212,12 +212,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut encoded = Vec::new();
         let mut fresh = Vec::new();
         for e in entries {
             encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(write_err)?));
             fresh.push(e);
         }
+        let n = encoded.len();
+        let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
         let db = self.db.clone();
         let res = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let tx = db.begin_write().map_err(write_err)?;
@@ -251,6 +254,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     }
                 }
                 callback.log_io_completed(Ok(()));
+                tracing::debug!(
+                    target: "shoal_store::io",
+                    entries = n,
+                    bytes,
+                    us = started.elapsed().as_micros() as u64,
+                    "log append"
+                );
                 Ok(())
             }
             Err(e) => {

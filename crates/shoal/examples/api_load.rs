@@ -4,6 +4,7 @@
 //! api_load load      --socket S [--clients N] [--duration SECS] [--warmup SECS] [--write KIND]
 //! api_load failover  --socket S --kill-pid PID [--write KIND]
 //! api_load wait-state --socket S --node ID --kill-pid PID [--state down] [--interval-ms 20]
+//! api_load fsync     --dir D [--count 200]
 //! ```
 //!
 //! `load` opens N HTTP/1.1 keep-alive connections to the API socket and has
@@ -17,6 +18,10 @@
 //! `wait-state` sends SIGKILL to a process (a node) and polls
 //! `GET /nodes/{id}` every interval until the node shows the given state; it
 //! prints the time from the kill to the first answer showing it.
+//!
+//! `fsync` times the disk the way a Raft log append uses it: 4 KiB written
+//! into an already-allocated file in D, then `fdatasync`, COUNT times (the
+//! floor under every write's latency: one on the leader, one on a follower).
 //!
 //! Every mode ends with one machine-readable `RESULT key=value ...` line.
 //!
@@ -97,6 +102,15 @@ enum Mode {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+    },
+    /// Times write + fdatasync of 4 KiB blocks in a file in DIR.
+    Fsync {
+        /// Directory for the (temporary) test file.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Number of synced writes.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
     },
     /// SIGKILLs a process, then polls a node until it shows a state.
     WaitState {
@@ -553,6 +567,47 @@ async fn wait_state(
     }
 }
 
+/// Disk sync latency: 4 KiB pwrite + fdatasync into a preallocated file.
+fn fsync_probe(dir: &Path, count: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("fsync-probe-{}", std::process::id()));
+    let block = vec![0x5au8; 4096];
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let result = (|| -> anyhow::Result<Vec<u32>> {
+        f.write_all(&vec![0u8; 4096 * count.max(1)])?;
+        f.sync_all()?;
+        let mut lat = Vec::with_capacity(count);
+        for i in 0..count {
+            let t0 = Instant::now();
+            f.write_all_at(&block, (i * 4096) as u64)?;
+            f.sync_data()?;
+            lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+        Ok(lat)
+    })();
+    let _ = std::fs::remove_file(&path);
+    let mut lat = result?;
+    lat.sort_unstable();
+    let n = lat.len().max(1);
+    let pct = |p: usize| lat.get((n * p / 100).min(n - 1)).copied().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        "fsync: {count} x (4 KiB write + fdatasync): p50 {:.2} ms, p90 {:.2} ms",
+        pct(50),
+        pct(90)
+    );
+    println!(
+        "RESULT fsync_p50_ms={:.2} fsync_p90_ms={:.2}",
+        pct(50),
+        pct(90)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -580,6 +635,7 @@ fn main() -> anyhow::Result<()> {
                 interval_ms,
                 timeout,
             } => wait_state(socket, node, state, kill_pid, interval_ms, timeout).await,
+            Mode::Fsync { dir, count } => fsync_probe(&dir, count),
         }
     })
 }
