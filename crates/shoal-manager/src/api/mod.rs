@@ -392,3 +392,28 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::reads_nothing;
+    use axum::body::Body;
+    use axum::extract::Request;
+
+    fn req(method: &str, path: &str) -> Request {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn only_blind_creates_skip_the_catch_up() {
+        assert!(reads_nothing(&req("POST", "/configs/create")));
+        assert!(reads_nothing(&req("POST", "/secrets/create")));
+        assert!(!reads_nothing(&req("GET", "/configs")));
+        assert!(!reads_nothing(&req("POST", "/configs/abc/update")));
+        assert!(!reads_nothing(&req("POST", "/services/create")));
+        assert!(!reads_nothing(&req("POST", "/networks/create")));
+    }
+}
