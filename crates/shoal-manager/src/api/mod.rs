@@ -393,6 +393,55 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A JSON array response serialized a few items at a time as the client
+/// reads it, so a long list (100,000 tasks) never sits in memory whole —
+/// neither as copies of the objects nor as one body.
+pub(crate) fn json_array<T, F>(items: Vec<T>, write: F) -> Response
+where
+    T: Send + 'static,
+    F: Fn(&T, &mut Vec<u8>) -> serde_json::Result<()> + Send + 'static,
+{
+    const PER_CHUNK: usize = 256;
+    let mut items = items.into_iter().peekable();
+    let mut first = true;
+    let mut done = false;
+    let chunks = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(16 << 10);
+        if first {
+            buf.push(b'[');
+        }
+        for _ in 0..PER_CHUNK {
+            let Some(item) = items.next() else { break };
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            if let Err(e) = write(&item, &mut buf) {
+                done = true;
+                return Some(Err(std::io::Error::other(e)));
+            }
+        }
+        if items.peek().is_none() {
+            if first {
+                buf.push(b'[');
+            }
+            buf.push(b']');
+            done = true;
+        }
+        Some(Ok(axum::body::Bytes::from(buf)))
+    });
+    Response::builder()
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .expect("valid response")
+}
+
 #[cfg(test)]
 mod tests {
     use super::reads_nothing;
