@@ -404,14 +404,16 @@ where
     const PER_CHUNK: usize = 256;
     let mut items = items.into_iter().peekable();
     let mut first = true;
+    let mut started = false;
     let mut done = false;
     let chunks = std::iter::from_fn(move || {
         if done {
             return None;
         }
         let mut buf = Vec::with_capacity(16 << 10);
-        if first {
+        if !started {
             buf.push(b'[');
+            started = true;
         }
         for _ in 0..PER_CHUNK {
             let Some(item) = items.next() else { break };
@@ -425,9 +427,6 @@ where
             }
         }
         if items.peek().is_none() {
-            if first {
-                buf.push(b'[');
-            }
             buf.push(b']');
             done = true;
         }
@@ -464,5 +463,18 @@ mod tests {
         assert!(!reads_nothing(&req("POST", "/configs/abc/update")));
         assert!(!reads_nothing(&req("POST", "/services/create")));
         assert!(!reads_nothing(&req("POST", "/networks/create")));
+    }
+
+    #[tokio::test]
+    async fn json_array_streams_valid_json() {
+        for n in [0usize, 1, 255, 256, 257, 1000] {
+            let items: Vec<u64> = (0..n as u64).collect();
+            let resp = super::json_array(items, |x, buf| serde_json::to_writer(buf, x));
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let back: Vec<u64> = serde_json::from_slice(&body).unwrap();
+            assert_eq!(back, (0..n as u64).collect::<Vec<_>>(), "{n} items");
+        }
     }
 }
