@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end service benchmarks on the process executor (issue: services and tasks).
-#   bench/services.sh [BIN]
+#   bench/services.sh [BIN]          (ONLY=create|ha|rss runs just parts 1–2, 3 or 4)
 # 1. 1 manager + 1 worker: `service create --replicas 1000` (sleep) → all running.
-# 2. Then scale +100 → all 100 new tasks assigned to a node.
+# 2. Then scale +100 → all 100 new tasks assigned to a node (CLI + polling; then timed from the
+#    store's timestamps, see 2b).
 # 3. 3 managers + 2 workers, 50 replicas: SIGKILL a worker → all its replicas running elsewhere.
 # 4. Leader RSS with 100,000 tasks in the store (100 services × 1000 replicas that can't be
 #    placed: a constraint no node satisfies keeps them pending, so no processes are started).
@@ -31,7 +32,9 @@ count_running() { api "$1" "/tasks?filters=$(python3 -c "import urllib.parse,jso
 count_assigned() { api "$1" "/tasks?filters=$(python3 -c "import urllib.parse,json;print(urllib.parse.quote(json.dumps({'service':{'$2':True},'desired-state':{'running':True}})))")" | python3 -c 'import json,sys; t=json.load(sys.stdin); print(sum(1 for x in t if x.get("NodeID")))'; }
 echo "load before: $(cat /proc/loadavg)"
 
+ONLY=${ONLY:-}
 # --- 1 and 2 ---
+if [ -z "$ONLY" ] || [ "$ONLY" = create ]; then
 start_init m1; start_join w1 worker m1; sleep 1
 t0=$(now_ms)
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service create --detach --name big --replicas 1000 --runtime process -- sleep 100000 >/dev/null
@@ -42,12 +45,49 @@ t0=$(now_ms)
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service scale --detach big=1100 >/dev/null
 while [ "$(count_assigned m1 "$SID")" -lt 1100 ]; do :; done
 t1=$(now_ms); echo "scale +100 → 100 assigned: $((t1 - t0)) ms (includes one CLI run and polling granularity)"
+# 2b. The same scale, timed inside the manager: a service pinned to the worker, whose agent is
+#     SIGSTOPped for the measurement so the new tasks stay `assigned` (their Status.Timestamp is
+#     then the scheduler's assignment time); one `POST /services/{id}/update` with curl; figure =
+#     max(assignment Timestamp of the 100 new tasks) − the service's UpdatedAt (set by the API
+#     handler when the update arrives). The worker is resumed well within its heartbeat grace.
+"$BIN" -H "unix://$TMP/m1/shoal.sock" service create --name fine --replicas 1 --constraint node.role==worker --runtime process -- sleep 100002 >/dev/null
+FID=$(api m1 /services/fine | python3 -c 'import json,sys; print(json.load(sys.stdin)["ID"])')
+fine_runs=()
+for run in 1 2 3 4 5; do
+  want=$((1 + 100 * run))
+  body=$(api m1 "/services/$FID" | python3 -c "import json,sys; s=json.load(sys.stdin); s['Spec']['Mode']['Replicated']['Replicas']=$want; print(s['Version']['Index']); print(json.dumps(s['Spec']))")
+  ver=$(echo "$body" | head -1)
+  kill -STOP "$PID_w1"
+  curl -s --unix-socket "$TMP/m1/shoal.sock" -H 'Content-Type: application/json' -X POST \
+    --data "$(echo "$body" | tail -1)" "http://x/v1.41/services/$FID/update?version=$ver" >/dev/null
+  while [ "$(count_assigned m1 "$FID")" -lt "$want" ]; do sleep 0.02; done
+  res=$( (api m1 "/services/$FID"; echo; api m1 "/tasks?filters=$(python3 -c "import urllib.parse,json;print(urllib.parse.quote(json.dumps({'service':{'$FID':True}})))")") | python3 -c '
+import json, sys, datetime
+svc, tasks = [json.loads(l) for l in sys.stdin.read().strip().split("\n")]
+def ns(t):  # RFC 3339 with nanoseconds → ns since the epoch
+    d, frac = (t.rstrip("Z").split(".") + ["0"])[:2]
+    s = datetime.datetime.fromisoformat(d).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return int(s) * 10**9 + int(frac.ljust(9, "0")[:9])
+cut = ns(svc["UpdatedAt"])
+new = [t for t in tasks if ns(t["CreatedAt"]) >= cut]
+states = sorted(set(t["Status"]["State"] for t in new))
+print(len(new), "%.1f" % ((max(ns(t["Status"]["Timestamp"]) for t in new) - cut) / 1e6), ",".join(states))')
+  kill -CONT "$PID_w1"
+  set -- $res
+  echo "run $run: scale $((want - 100)) → $want: $1 new tasks ($3) assigned $2 ms after the update request"
+  fine_runs+=("$2")
+  while [ "$(count_running m1 "$FID")" -lt "$want" ]; do sleep 0.2; done
+done
+echo "scale +100 → 100 assigned (store timestamps), median of 5: $(printf '%s\n' "${fine_runs[@]}" | sort -n | sed -n 3p) ms"
+"$BIN" -H "unix://$TMP/m1/shoal.sock" service rm fine >/dev/null
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service rm big >/dev/null
-for _ in $(seq 1 600); do [ "$(pgrep -c -f '^sleep 100000$' || true)" = 0 ] && break; sleep 0.2; done
+for _ in $(seq 1 600); do [ "$(pgrep -c -f '^sleep 10000[02]$' || true)" = 0 ] && break; sleep 0.2; done
 kill -9 "$PID_m1" "$PID_w1"; sleep 0.5
 echo "load: $(cat /proc/loadavg)"
+fi
 
 # --- 3: worker SIGKILL → its replicas running elsewhere (3 managers + 2 workers) ---
+if [ -z "$ONLY" ] || [ "$ONLY" = ha ]; then
 rm -rf "$TMP"/m1 "$TMP"/w1
 start_init m1; start_join m2 manager m1; start_join m3 manager m1; start_join w1 worker m1; start_join w2 worker m1; sleep 2
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service create --name fifty --replicas 50 --runtime process -- sleep 100001 >/dev/null
@@ -74,8 +114,10 @@ echo "worker SIGKILL → replicas elsewhere, median of ${#runs[@]}: $(printf '%s
 "$BIN" -H "unix://$TMP/m1/shoal.sock" service rm fifty >/dev/null; sleep 3
 for n in m1 m2 m3 w1 w2; do kill -9 "$(eval echo "\$PID_$n")" 2>/dev/null || true; done; sleep 0.5
 echo "load: $(cat /proc/loadavg)"
+fi
 
 # --- 4: leader RSS with 100,000 tasks in the store ---
+if [ -z "$ONLY" ] || [ "$ONLY" = rss ]; then
 rm -rf "$TMP"/m1 "$TMP"/m2 "$TMP"/m3 "$TMP"/w1 "$TMP"/w2
 start_init m1
 for i in $(seq 1 100); do
@@ -86,5 +128,6 @@ for _ in $(seq 1 600); do
   [ "$n" -ge 100000 ] && break; sleep 1
 done
 sleep 5
-echo "tasks in the store: $n; leader VmRSS: $(grep VmRSS /proc/$PID_m1/status)"
+echo "tasks in the store: $n; leader $(grep VmRSS /proc/$PID_m1/status) (peak $(grep VmHWM /proc/$PID_m1/status | tr -s ' \t' ' '))"
 echo "load: $(cat /proc/loadavg)"
+fi

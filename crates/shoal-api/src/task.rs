@@ -3,6 +3,7 @@
 use crate::{is_default, Labels, PortConfig, TaskSpec, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// A task.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,9 +26,10 @@ pub struct Task {
     /// Task labels.
     #[serde(rename = "Labels", default)]
     pub labels: Labels,
-    /// The service's task template at creation.
+    /// The service's task template at creation (shared by the tasks made
+    /// from the same template: the store interns it per service).
     #[serde(rename = "Spec", default)]
-    pub spec: TaskSpec,
+    pub spec: Arc<TaskSpec>,
     /// Owning service.
     #[serde(rename = "ServiceID", default)]
     pub service_id: String,

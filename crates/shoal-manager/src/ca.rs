@@ -117,7 +117,7 @@ pub async fn join(
         addr: req.addr.clone(),
         ..Default::default()
     };
-    commit_one(proposer, Object::Node(node), Expect::Absent)
+    commit_one(proposer, Object::Node(node.into()), Expect::Absent)
         .await
         .map_err(WriteFailure::into_status)?;
     let managers = managers(store);
@@ -162,7 +162,7 @@ pub async fn renew(
         node.updated_at = Timestamp::now();
         commit_one(
             proposer,
-            Object::Node(node.clone()),
+            Object::Node(node.clone().into()),
             Expect::Version(version),
         )
         .await

@@ -197,7 +197,7 @@ impl Dispatcher {
             n.status.message = String::new();
             n.updated_at = Timestamp::now();
             if let Err(e) = self
-                .store_put(Object::Node(n), Expect::Version(version))
+                .store_put(Object::Node(n.into()), Expect::Version(version))
                 .await
             {
                 tracing::debug!("could not mark node ready: {e}");
@@ -272,7 +272,7 @@ impl Dispatcher {
             n.updated_at = Timestamp::now();
             let version = n.version.index;
             match self
-                .store_put(Object::Node(n), Expect::Version(version))
+                .store_put(Object::Node(n.into()), Expect::Version(version))
                 .await
             {
                 Ok(()) => {
@@ -305,7 +305,7 @@ impl Dispatcher {
         n.updated_at = Timestamp::now();
         let version = n.version.index;
         if let Err(e) = self
-            .store_put(Object::Node(n), Expect::Version(version))
+            .store_put(Object::Node(n.into()), Expect::Version(version))
             .await
         {
             tracing::warn!(node = %node.id, "could not mark node ready: {e}");
@@ -380,7 +380,7 @@ impl Dispatcher {
                 n.status.message = "heartbeat failure".into();
                 n.updated_at = Timestamp::now();
                 if let Err(e) = self
-                    .store_put(Object::Node(n), Expect::Version(version))
+                    .store_put(Object::Node(n.into()), Expect::Version(version))
                     .await
                 {
                     tracing::debug!("could not mark node down: {e}");
@@ -473,7 +473,7 @@ impl Dispatcher {
                 }
                 task.updated_at = Timestamp::now();
                 ops.push(Op::Put {
-                    object: Object::Task(task),
+                    object: Object::Task(task.into()),
                     expect: Expect::Version(version),
                 });
             }

@@ -158,11 +158,11 @@ impl Manager {
                     &manager.proposer,
                     vec![
                         shoal_store::Op::Put {
-                            object: Object::Cluster(cluster),
+                            object: Object::Cluster(cluster.into()),
                             expect: Expect::Absent,
                         },
                         shoal_store::Op::Put {
-                            object: Object::Node(node),
+                            object: Object::Node(node.into()),
                             expect: Expect::Absent,
                         },
                     ],
@@ -273,7 +273,7 @@ impl Manager {
             let v = n.version.index;
             n.raft_id = 0;
             n.updated_at = Timestamp::now();
-            writes::commit_one(&self.proposer, Object::Node(n), Expect::Version(v)).await?;
+            writes::commit_one(&self.proposer, Object::Node(n.into()), Expect::Version(v)).await?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_api::{Cluster, Config, Network, Node, Secret, Service, Task};
+use std::sync::Arc;
 
 /// What kind of object an op targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,24 +58,44 @@ pub struct ClusterRecord {
     pub unlock_key: String,
 }
 
-/// Any stored object.
+/// Any stored object. Objects are immutable once stored and shared by
+/// reference: the tables, change events, commands and the log's in-memory
+/// tail hold the same allocation (the JSON is the same as the plain object's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     /// A node.
-    Node(Node),
+    Node(Arc<Node>),
     /// A service.
-    Service(Service),
+    Service(Arc<Service>),
     /// A task.
-    Task(Task),
+    Task(Arc<Task>),
     /// A network.
-    Network(Network),
+    Network(Arc<Network>),
     /// A secret.
-    Secret(Secret),
+    Secret(Arc<Secret>),
     /// A config.
-    Config(Config),
+    Config(Arc<Config>),
     /// The cluster.
-    Cluster(ClusterRecord),
+    Cluster(Arc<ClusterRecord>),
 }
+
+macro_rules! object_from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<$t> for Object {
+            fn from(o: $t) -> Object {
+                Object::$v(Arc::new(o))
+            }
+        }
+        impl From<Arc<$t>> for Object {
+            fn from(o: Arc<$t>) -> Object {
+                Object::$v(o)
+            }
+        }
+    )*};
+}
+
+object_from!(Node => Node, Service => Service, Task => Task, Network => Network,
+    Config => Config, ClusterRecord => Cluster);
 
 impl Object {
     /// The object's kind.
@@ -127,16 +148,19 @@ impl Object {
         }
     }
 
-    /// Sets the object's version index.
+    /// Sets the object's version index (copies the object if it is shared).
     pub fn set_version(&mut self, index: u64) {
+        if self.version() == index {
+            return;
+        }
         let v = match self {
-            Object::Node(o) => &mut o.version,
-            Object::Service(o) => &mut o.version,
-            Object::Task(o) => &mut o.version,
-            Object::Network(o) => &mut o.version,
-            Object::Secret(o) => &mut o.version,
-            Object::Config(o) => &mut o.version,
-            Object::Cluster(o) => &mut o.cluster.version,
+            Object::Node(o) => &mut Arc::make_mut(o).version,
+            Object::Service(o) => &mut Arc::make_mut(o).version,
+            Object::Task(o) => &mut Arc::make_mut(o).version,
+            Object::Network(o) => &mut Arc::make_mut(o).version,
+            Object::Secret(o) => &mut Arc::make_mut(o).version,
+            Object::Config(o) => &mut Arc::make_mut(o).version,
+            Object::Cluster(o) => &mut Arc::make_mut(o).cluster.version,
         };
         v.index = index;
     }

@@ -25,8 +25,19 @@ pub struct LogStore {
     cache: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry>>>,
 }
 
-/// How many recent entries the cache keeps.
+/// How many recent entries the cache keeps...
 const CACHE_ENTRIES: usize = 64;
+/// ...holding at most this many ops in all (an orchestrator entry carries
+/// hundreds of objects; the applied tables hold their own copies).
+const CACHE_OPS: usize = 2048;
+
+/// Ops in an entry (1 for entries without commands).
+fn ops_in(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(b) => b.0.iter().map(|c| c.ops.len()).sum::<usize>().max(1),
+        _ => 1,
+    }
+}
 
 fn io_err(
     subject: ErrorSubject<u64>,
@@ -49,7 +60,7 @@ impl LogStore {
     pub fn open(path: &Path) -> anyhow::Result<LogStore> {
         // A small page cache: the log is written far more than read (recent
         // entries are served from memory), and redb's default cache is 1 GiB.
-        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        let db = Database::builder().set_cache_size(4 << 20).create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
@@ -249,8 +260,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     for e in fresh {
                         cache.insert(e.log_id.index, e);
                     }
-                    while cache.len() > CACHE_ENTRIES {
-                        cache.pop_first();
+                    let mut ops: usize = cache.values().map(ops_in).sum();
+                    while cache.len() > CACHE_ENTRIES || (ops > CACHE_OPS && cache.len() > 1) {
+                        if let Some((_, e)) = cache.pop_first() {
+                            ops -= ops_in(&e);
+                        }
                     }
                 }
                 callback.log_io_completed(Ok(()));

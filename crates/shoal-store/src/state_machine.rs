@@ -145,18 +145,19 @@ impl StateMachine {
     }
 }
 
-/// Builds snapshots from a consistent copy of the tables.
+/// Builds snapshots from a consistent view of the tables (it shares their
+/// objects, which are never changed in place).
 pub struct SnapshotBuilder {
     dir: PathBuf,
-    tables: Tables,
+    image: TablesImage,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data =
-            serde_json::to_vec(&self.tables.image()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let data = serde_json::to_vec(&std::mem::take(&mut self.image))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::now_nanos()),
             None => format!("0-0-{}", crate::now_nanos()),
@@ -238,10 +239,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let tables = self.shared.tables.read().expect("tables lock").clone();
+        let image = self.shared.tables.read().expect("tables lock").image();
         SnapshotBuilder {
             dir: self.dir.clone(),
-            tables,
+            image,
             last_applied: self.last_applied,
             membership: self.membership.clone(),
         }

@@ -4,7 +4,7 @@
 
 use crate::command::{ClusterRecord, Command, CommandResult, Expect, Kind, Object, Op, StoreError};
 use serde::{Deserialize, Serialize};
-use shoal_api::{Config, Network, Node, Secret, Service, Task};
+use shoal_api::{Config, Network, Node, Secret, Service, Task, TaskSpec};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -78,6 +78,9 @@ pub struct Tables {
     pub cluster: Option<Arc<ClusterRecord>>,
     tasks_by_service: HashMap<String, BTreeSet<String>>,
     tasks_by_node: HashMap<String, BTreeSet<String>>,
+    /// Per service, its current task template, shared by the tasks made
+    /// from it (tasks decoded from the log or a snapshot are interned here).
+    templates: HashMap<String, Arc<TaskSpec>>,
     recent: HashMap<u64, CommandResult>,
     recent_order: std::collections::VecDeque<u64>,
 }
@@ -105,16 +108,17 @@ impl Event {
     }
 }
 
-/// A serializable copy of every table (the snapshot format).
+/// A serializable view of every table (the snapshot format); it shares the
+/// tables' objects.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct TablesImage {
-    nodes: Vec<Node>,
-    services: Vec<Service>,
-    tasks: Vec<Task>,
-    networks: Vec<Network>,
-    secrets: Vec<Secret>,
-    configs: Vec<Config>,
-    cluster: Option<ClusterRecord>,
+    nodes: Vec<Arc<Node>>,
+    services: Vec<Arc<Service>>,
+    tasks: Vec<Arc<Task>>,
+    networks: Vec<Arc<Network>>,
+    secrets: Vec<Arc<Secret>>,
+    configs: Vec<Arc<Config>>,
+    cluster: Option<Arc<ClusterRecord>>,
     #[serde(default)]
     recent: Vec<(u64, CommandResult)>,
 }
@@ -149,24 +153,25 @@ impl Tables {
     /// The current object of a kind and ID.
     pub fn get(&self, kind: Kind, id: &str) -> Option<Object> {
         match kind {
-            Kind::Node => self.nodes.get(id).map(|o| Object::Node((**o).clone())),
-            Kind::Service => self
-                .services
-                .get(id)
-                .map(|o| Object::Service((**o).clone())),
-            Kind::Task => self.tasks.get(id).map(|o| Object::Task((**o).clone())),
-            Kind::Network => self
-                .networks
-                .get(id)
-                .map(|o| Object::Network((**o).clone())),
-            Kind::Secret => self.secrets.get(id).map(|o| Object::Secret((**o).clone())),
-            Kind::Config => self.configs.get(id).map(|o| Object::Config((**o).clone())),
+            Kind::Node => self.nodes.get(id).cloned().map(Object::Node),
+            Kind::Service => self.services.get(id).cloned().map(Object::Service),
+            Kind::Task => self.tasks.get(id).cloned().map(Object::Task),
+            Kind::Network => self.networks.get(id).cloned().map(Object::Network),
+            Kind::Secret => self.secrets.get(id).cloned().map(Object::Secret),
+            Kind::Config => self.configs.get(id).cloned().map(Object::Config),
             Kind::Cluster => self
                 .cluster
                 .as_ref()
                 .filter(|c| c.cluster.id == id)
-                .map(|c| Object::Cluster((**c).clone())),
+                .cloned()
+                .map(Object::Cluster),
         }
+    }
+
+    /// The current task template of a service, shared with the tasks made
+    /// from it (new tasks should take this `Arc` rather than a copy).
+    pub fn task_template(&self, service_id: &str) -> Option<&Arc<TaskSpec>> {
+        self.templates.get(service_id)
     }
 
     fn version_of(&self, kind: Kind, id: &str) -> Option<u64> {
@@ -309,6 +314,10 @@ impl Tables {
         match op {
             Op::Put { mut object, .. } => {
                 object.set_version(index);
+                if let Object::Task(t) = &mut object {
+                    // Before the clone below, so the event shares the stored task.
+                    self.intern_spec(t);
+                }
                 match self.insert(object.clone()) {
                     Some(old) => Event::Updated(old, object),
                     None => Event::Created(object),
@@ -336,9 +345,15 @@ impl Tables {
         match object {
             Object::Node(o) => put(&mut self.nodes, o.id.clone(), None, o).map(Object::Node),
             Object::Service(o) => {
+                let tpl = match self.templates.get(&o.id) {
+                    Some(t) if **t == o.spec.task_template => t.clone(),
+                    _ => Arc::new(o.spec.task_template.clone()),
+                };
+                self.templates.insert(o.id.clone(), tpl);
                 put(&mut self.services, o.id.clone(), Some(service_name), o).map(Object::Service)
             }
-            Object::Task(o) => {
+            Object::Task(mut o) => {
+                self.intern_spec(&mut o);
                 let old = put(&mut self.tasks, o.id.clone(), None, o.clone());
                 if let Some(old) = &old {
                     unindex(&mut self.tasks_by_service, &old.service_id, &old.id);
@@ -357,17 +372,34 @@ impl Tables {
             Object::Config(o) => {
                 put(&mut self.configs, o.id.clone(), Some(blob_name), o).map(Object::Config)
             }
-            Object::Cluster(o) => self
-                .cluster
-                .replace(Arc::new(o))
-                .map(|old| Object::Cluster((*old).clone())),
+            Object::Cluster(o) => self.cluster.replace(o).map(Object::Cluster),
+        }
+    }
+
+    /// Makes a task share its spec with its service's template (or with the
+    /// version of the task it replaces) when they are equal.
+    fn intern_spec(&self, task: &mut Arc<Task>) {
+        let shared = self
+            .templates
+            .get(&task.service_id)
+            .into_iter()
+            .chain(self.tasks.get(&task.id).map(|old| &old.spec))
+            .find(|s| Arc::ptr_eq(s, &task.spec) || **s == task.spec)
+            .cloned();
+        if let Some(spec) = shared {
+            if !Arc::ptr_eq(&spec, &task.spec) {
+                Arc::make_mut(task).spec = spec;
+            }
         }
     }
 
     fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
         match kind {
             Kind::Node => take(&mut self.nodes, id, None).map(Object::Node),
-            Kind::Service => take(&mut self.services, id, Some(service_name)).map(Object::Service),
+            Kind::Service => {
+                self.templates.remove(id);
+                take(&mut self.services, id, Some(service_name)).map(Object::Service)
+            }
             Kind::Task => {
                 let old = take(&mut self.tasks, id, None)?;
                 unindex(&mut self.tasks_by_service, &old.service_id, &old.id);
@@ -379,7 +411,7 @@ impl Tables {
             Kind::Config => take(&mut self.configs, id, Some(blob_name)).map(Object::Config),
             Kind::Cluster => {
                 if self.cluster.as_ref().is_some_and(|c| c.cluster.id == id) {
-                    self.cluster.take().map(|c| Object::Cluster((*c).clone()))
+                    self.cluster.take().map(Object::Cluster)
                 } else {
                     None
                 }
@@ -387,10 +419,10 @@ impl Tables {
         }
     }
 
-    /// A serializable copy of everything.
+    /// A serializable view of everything (shares the objects).
     pub fn image(&self) -> TablesImage {
-        fn all<T: Clone>(t: &Table<T>) -> Vec<T> {
-            t.iter().map(|o| (**o).clone()).collect()
+        fn all<T>(t: &Table<T>) -> Vec<Arc<T>> {
+            t.iter().cloned().collect()
         }
         TablesImage {
             nodes: all(&self.nodes),
@@ -399,7 +431,7 @@ impl Tables {
             networks: all(&self.networks),
             secrets: all(&self.secrets),
             configs: all(&self.configs),
-            cluster: self.cluster.as_ref().map(|c| (**c).clone()),
+            cluster: self.cluster.clone(),
             recent: self
                 .recent_order
                 .iter()
@@ -431,15 +463,14 @@ impl Tables {
     }
 }
 
-fn put<T: Clone>(
+fn put<T>(
     table: &mut Table<T>,
     id: String,
     name_of: Option<fn(&T) -> String>,
-    obj: T,
-) -> Option<T> {
+    obj: Arc<T>,
+) -> Option<Arc<T>> {
     let new_name = name_of.map(|f| f(&obj));
-    let old = table.by_id.insert(id.clone(), Arc::new(obj));
-    let old = old.map(|o| Arc::try_unwrap(o).unwrap_or_else(|a| (*a).clone()));
+    let old = table.by_id.insert(id.clone(), obj);
     if let Some(f) = name_of {
         if let Some(old) = &old {
             let old_name = f(old);
@@ -454,7 +485,7 @@ fn put<T: Clone>(
     old
 }
 
-fn take<T: Clone>(table: &mut Table<T>, id: &str, name_of: Option<fn(&T) -> String>) -> Option<T> {
+fn take<T>(table: &mut Table<T>, id: &str, name_of: Option<fn(&T) -> String>) -> Option<Arc<T>> {
     let old = table.by_id.remove(id)?;
     if let Some(f) = name_of {
         let name = f(&old);
@@ -462,7 +493,7 @@ fn take<T: Clone>(table: &mut Table<T>, id: &str, name_of: Option<fn(&T) -> Stri
             table.by_name.remove(&name);
         }
     }
-    Some(Arc::try_unwrap(old).unwrap_or_else(|a| (*a).clone()))
+    Some(old)
 }
 
 fn index_task(index: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
@@ -507,7 +538,7 @@ mod tests {
             ..Default::default()
         };
         s.spec.name = name.into();
-        Object::Service(s)
+        Object::from(s)
     }
 
     fn put(object: Object, expect: Expect) -> Op {
@@ -618,7 +649,7 @@ mod tests {
     fn task_indexes_follow_updates_and_snapshots() {
         let mut t = Tables::default();
         let task = |node: &str| {
-            Object::Task(Task {
+            Object::from(Task {
                 id: "t1".into(),
                 service_id: "s".into(),
                 node_id: node.into(),

@@ -46,7 +46,7 @@ pub async fn wait(c: &Client, service_id: &str) -> anyhow::Result<()> {
             .collect();
         let fresh: Vec<&Task> = all
             .iter()
-            .filter(|t| t.spec == svc.spec.task_template && !down.contains(&t.node_id.as_str()))
+            .filter(|t| *t.spec == svc.spec.task_template && !down.contains(&t.node_id.as_str()))
             .collect();
         let kind = svc.spec.mode.kind();
         // The task that matters per slot: the one with the lowest desired state, newest first.

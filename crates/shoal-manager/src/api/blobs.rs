@@ -46,9 +46,9 @@ pub fn resolve<T>(table: &Table<T>, key: &str, what: &str) -> Result<Arc<T>, Api
 
 fn wrap(kind: Kind, o: Secret) -> Object {
     if kind == Kind::Secret {
-        Object::Secret(o)
+        Object::Secret(o.into())
     } else {
-        Object::Config(o)
+        Object::Config(o.into())
     }
 }
 

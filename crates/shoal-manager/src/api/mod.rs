@@ -393,6 +393,54 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A JSON array response serialized a few items at a time as the client
+/// reads it, so a long list (100,000 tasks) never sits in memory whole —
+/// neither as copies of the objects nor as one body.
+pub(crate) fn json_array<T, F>(items: Vec<T>, write: F) -> Response
+where
+    T: Send + 'static,
+    F: Fn(&T, &mut Vec<u8>) -> serde_json::Result<()> + Send + 'static,
+{
+    const PER_CHUNK: usize = 256;
+    let mut items = items.into_iter().peekable();
+    let mut first = true;
+    let mut started = false;
+    let mut done = false;
+    let chunks = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(16 << 10);
+        if !started {
+            buf.push(b'[');
+            started = true;
+        }
+        for _ in 0..PER_CHUNK {
+            let Some(item) = items.next() else { break };
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            if let Err(e) = write(&item, &mut buf) {
+                done = true;
+                return Some(Err(std::io::Error::other(e)));
+            }
+        }
+        if items.peek().is_none() {
+            buf.push(b']');
+            done = true;
+        }
+        Some(Ok(axum::body::Bytes::from(buf)))
+    });
+    Response::builder()
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .expect("valid response")
+}
+
 #[cfg(test)]
 mod tests {
     use super::reads_nothing;
@@ -415,5 +463,18 @@ mod tests {
         assert!(!reads_nothing(&req("POST", "/configs/abc/update")));
         assert!(!reads_nothing(&req("POST", "/services/create")));
         assert!(!reads_nothing(&req("POST", "/networks/create")));
+    }
+
+    #[tokio::test]
+    async fn json_array_streams_valid_json() {
+        for n in [0usize, 1, 255, 256, 257, 1000] {
+            let items: Vec<u64> = (0..n as u64).collect();
+            let resp = super::json_array(items, |x, buf| serde_json::to_writer(buf, x));
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let back: Vec<u64> = serde_json::from_slice(&body).unwrap();
+            assert_eq!(back, (0..n as u64).collect::<Vec<_>>(), "{n} items");
+        }
     }
 }

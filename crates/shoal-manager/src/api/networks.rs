@@ -352,7 +352,7 @@ pub async fn create(
         })
     })?;
     let id = net.id.clone();
-    writes::commit_one(&m.proposer, Object::Network(net), Expect::Absent).await?;
+    writes::commit_one(&m.proposer, Object::Network(net.into()), Expect::Absent).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warning": ""}))))
 }
 

@@ -227,7 +227,7 @@ pub async fn update(
     node.updated_at = Timestamp::now();
     writes::commit_one(
         &m.proposer,
-        Object::Node(node.clone()),
+        Object::Node(node.clone().into()),
         Expect::Version(version),
     )
     .await?;

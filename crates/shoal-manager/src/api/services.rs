@@ -288,7 +288,7 @@ pub async fn create(
         ..Default::default()
     };
     let id = svc.id.clone();
-    writes::commit_one(&m.proposer, Object::Service(svc), Expect::Absent).await?;
+    writes::commit_one(&m.proposer, Object::Service(svc.into()), Expect::Absent).await?;
     Ok((StatusCode::CREATED, Json(json!({ "ID": id }))))
 }
 
@@ -489,7 +489,12 @@ pub async fn update(
             }
         });
     }
-    writes::commit_one(&m.proposer, Object::Service(svc), Expect::Version(version)).await?;
+    writes::commit_one(
+        &m.proposer,
+        Object::Service(svc.into()),
+        Expect::Version(version),
+    )
+    .await?;
     Ok(Json(json!({ "Warnings": null })))
 }
 

@@ -112,7 +112,12 @@ pub async fn update(
     }
     rec.cluster.spec = spec;
     rec.cluster.updated_at = Timestamp::now();
-    writes::commit_one(&m.proposer, Object::Cluster(rec), Expect::Version(version)).await?;
+    writes::commit_one(
+        &m.proposer,
+        Object::Cluster(rec.into()),
+        Expect::Version(version),
+    )
+    .await?;
     Ok(StatusCode::OK)
 }
 

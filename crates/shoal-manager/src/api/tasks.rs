@@ -6,16 +6,18 @@ use super::nodes::filters;
 use super::{ApiError, ApiState};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use shoal_api::{Task, TaskState};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// `GET /tasks`.
 pub async fn list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Vec<Task>>, ApiError> {
+) -> Result<Response, ApiError> {
     let m = s.manager()?;
     let docker = super::services::is_docker_client(&headers);
     let f = filters(&q)?;
@@ -90,7 +92,7 @@ pub async fn list(
                     let fresh = t
                         .services
                         .get(&x.service_id)
-                        .is_some_and(|s| s.spec.task_template == x.spec);
+                        .is_some_and(|s| s.spec.task_template == *x.spec);
                     v.iter().any(|b| (b == "true" || b == "1") == fresh)
                 })
             })
@@ -125,10 +127,17 @@ pub async fn list(
                     v.iter().any(|n| name.starts_with(n.as_str()))
                 })
             })
-            .map(|x| present((**x).clone(), docker))
-            .collect::<Vec<_>>()
+            .cloned()
+            .collect::<Vec<Arc<Task>>>()
     });
-    Ok(Json(out))
+    // The tasks are shared, not copied; they are serialized as the client reads.
+    Ok(super::json_array(out, move |task, buf| {
+        if docker {
+            serde_json::to_writer(buf, &present((**task).clone(), true))
+        } else {
+            serde_json::to_writer(buf, &**task)
+        }
+    }))
 }
 
 /// `GET /tasks/{id}`.
@@ -148,7 +157,7 @@ pub async fn inspect(
 /// A task as the API shows it (see [`super::services::docker_view`]).
 fn present(mut task: Task, docker: bool) -> Task {
     if docker {
-        super::services::docker_view(&mut task.spec);
+        super::services::docker_view(std::sync::Arc::make_mut(&mut task.spec));
     }
     task
 }

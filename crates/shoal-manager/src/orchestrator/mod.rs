@@ -41,6 +41,8 @@ pub struct Memory {
 pub async fn run(store: Arc<Shared>, proposer: Proposer, token: CancellationToken) {
     let mut changes = store.subscribe();
     let mut memory = Memory::default();
+    // Ops written since the allocator last gave freed memory back.
+    let mut churn = 0usize;
     loop {
         let now = SystemTime::now();
         let (ops, wake) = store.view(|t| {
@@ -50,11 +52,13 @@ pub async fn run(store: Arc<Shared>, proposer: Proposer, token: CancellationToke
             (ops, wake)
         });
         let wrote = !ops.is_empty();
+        churn += ops.len();
         if wrote {
             commit(&proposer, ops).await;
         }
         let assign = store.view(scheduling::assign);
         let assigned = !assign.is_empty();
+        churn += assign.len();
         if assigned {
             commit(&proposer, assign).await;
         }
@@ -62,6 +66,10 @@ pub async fn run(store: Arc<Shared>, proposer: Proposer, token: CancellationToke
             // Our own writes come back as changes; look again right away.
             drain(&mut changes);
             continue;
+        }
+        if churn >= TRIM_AFTER_OPS {
+            churn = 0;
+            release_freed_memory();
         }
         let sleep = wake
             .and_then(|w| w.duration_since(SystemTime::now()).ok())
@@ -76,6 +84,21 @@ pub async fn run(store: Arc<Shared>, proposer: Proposer, token: CancellationToke
             }
             _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+/// Written ops after which an idle orchestrator asks the allocator to
+/// return freed memory to the system.
+const TRIM_AFTER_OPS: usize = 10_000;
+
+/// Large bursts (thousands of tasks created, copied for a write, applied)
+/// leave freed pages scattered in glibc's heaps, which it keeps; give them
+/// back once the burst is over.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

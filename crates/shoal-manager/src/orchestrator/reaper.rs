@@ -6,7 +6,6 @@
 use super::slots::{is_live, key_of, set_desired, Key};
 use shoal_api::{NodeState, Task, TaskState};
 use shoal_store::{Kind, Op, Tables};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -35,37 +34,42 @@ pub fn reap(t: &Tables, ops: &mut Vec<Op>) {
         .unwrap_or(5)
         .max(0) as usize;
     let now = SystemTime::now();
-    let mut groups: BTreeMap<(String, Key), Vec<Arc<Task>>> = BTreeMap::new();
     for task in t.tasks.iter() {
-        let Some(svc) = t.services.get(&task.service_id) else {
+        if t.services.get(&task.service_id).is_none() {
             // The service is gone: stop the task, then forget it.
             if task.desired_state < TaskState::Remove {
                 ops.push(set_desired(task, TaskState::Remove, now));
             } else if stopped_or_stranded(t, task) {
                 ops.push(delete(task));
             }
-            continue;
-        };
-        if task.desired_state == TaskState::Remove {
-            if stopped_or_stranded(t, task) {
-                ops.push(delete(task));
-            }
-            continue;
+        } else if task.desired_state == TaskState::Remove && stopped_or_stranded(t, task) {
+            ops.push(delete(task));
         }
-        groups
-            .entry((task.service_id.clone(), key_of(svc.spec.mode.kind(), task)))
-            .or_default()
-            .push(task.clone());
     }
-    for tasks in groups.values_mut() {
-        tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        let retired: Vec<&Arc<Task>> = tasks
-            .iter()
-            .skip(1)
-            .filter(|x| !is_live(x) && stopped_or_stranded(t, x))
+    // Per service, its tasks sorted by key then newest first: each run of
+    // one key is a slot's (or node's) history. One vector per service, not
+    // one per slot (100,000 slots are common).
+    for svc in t.services.iter() {
+        let kind = svc.spec.mode.kind();
+        let mut tasks: Vec<(Key, &Arc<Task>)> = t
+            .tasks_of_service(&svc.id)
+            .filter(|x| x.desired_state != TaskState::Remove)
+            .map(|x| (key_of(kind, x), x))
             .collect();
-        for old in retired.into_iter().skip(limit) {
-            ops.push(delete(old));
+        tasks.sort_by(|(ka, a), (kb, b)| {
+            ka.cmp(kb)
+                .then(b.created_at.cmp(&a.created_at))
+                .then(b.id.cmp(&a.id))
+        });
+        for run in tasks.chunk_by(|(ka, _), (kb, _)| ka == kb) {
+            let retired = run
+                .iter()
+                .skip(1)
+                .map(|(_, x)| *x)
+                .filter(|x| !is_live(x) && stopped_or_stranded(t, x));
+            for old in retired.skip(limit) {
+                ops.push(delete(old));
+            }
         }
     }
 }

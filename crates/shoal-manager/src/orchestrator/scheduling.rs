@@ -107,7 +107,13 @@ pub fn task_group(svc: &Service) -> TaskGroup {
     }
 }
 
-/// Assignments (and pending explanations) for every unassigned task.
+/// Services whose tasks one pass handles once it has this many ops (the
+/// orchestrator passes again at once after a write, so the rest follows;
+/// this bounds the copies in flight when 100,000 tasks arrive together).
+const OPS_PER_PASS: usize = 2000;
+
+/// Assignments (and pending explanations) for the unassigned tasks (of the
+/// first services, up to about [`OPS_PER_PASS`] changes).
 pub fn assign(t: &Tables) -> Vec<Op> {
     let mut waiting: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for task in t.tasks.iter() {
@@ -151,6 +157,9 @@ pub fn assign(t: &Tables) -> Vec<Op> {
     let now = Timestamp::now();
     let mut ops = Vec::new();
     for (service_id, mut tasks) in waiting {
+        if ops.len() >= OPS_PER_PASS {
+            break;
+        }
         let Some(svc) = t.services.get(service_id) else {
             continue;
         };
@@ -165,18 +174,19 @@ pub fn assign(t: &Tables) -> Vec<Op> {
             .map(|e| e.to_string())
             .unwrap_or_default();
         for (i, task) in tasks.iter().enumerate() {
+            let node = nodes.get(i);
+            if node.is_none() && task.status.state == TaskState::Pending && task.status.err == why {
+                continue;
+            }
             let mut nt = (*task).clone();
             let version = nt.version.index;
-            if let Some(node) = nodes.get(i) {
+            if let Some(node) = node {
                 nt.node_id = node.clone();
                 nt.status.state = TaskState::Assigned;
                 nt.status.message = "scheduler assigned task to node".into();
                 nt.status.err = String::new();
                 nt.status.timestamp = now;
             } else {
-                if nt.status.state == TaskState::Pending && nt.status.err == why {
-                    continue;
-                }
                 nt.status.state = TaskState::Pending;
                 nt.status.message = "pending task scheduling".into();
                 nt.status.err = why.clone();
@@ -184,7 +194,7 @@ pub fn assign(t: &Tables) -> Vec<Op> {
             }
             nt.updated_at = now;
             ops.push(Op::Put {
-                object: Object::Task(nt),
+                object: Object::Task(nt.into()),
                 expect: Expect::Version(version),
             });
         }

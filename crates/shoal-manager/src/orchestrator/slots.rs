@@ -340,7 +340,11 @@ pub fn create(ctx: &Ctx<'_>, key: &Key, restarts: Vec<Timestamp>) -> Op {
         id: shoal_api::new_id(),
         created_at: now,
         updated_at: now,
-        spec: svc.spec.task_template.clone(),
+        spec: ctx
+            .t
+            .task_template(&svc.id)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(svc.spec.task_template.clone())),
         service_id: svc.id.clone(),
         slot,
         node_id,
@@ -356,7 +360,7 @@ pub fn create(ctx: &Ctx<'_>, key: &Key, restarts: Vec<Timestamp>) -> Op {
         ..Default::default()
     };
     Op::Put {
-        object: Object::Task(task),
+        object: Object::Task(task.into()),
         expect: Expect::Absent,
     }
 }
@@ -368,7 +372,7 @@ pub fn set_desired(t: &Task, desired: TaskState, now: SystemTime) -> Op {
     t.desired_state = desired;
     t.updated_at = Timestamp(Some(now));
     Op::Put {
-        object: Object::Task(t),
+        object: Object::Task(t.into()),
         expect: Expect::Version(version),
     }
 }

@@ -19,7 +19,7 @@ pub struct UpdatePlan {
 }
 
 fn up_to_date(svc: &Service, t: &Task) -> bool {
-    t.spec == svc.spec.task_template
+    *t.spec == svc.spec.task_template
 }
 
 impl UpdatePlan {
@@ -96,7 +96,7 @@ fn set_status(svc: &Service, state: &str, message: &str, now: SystemTime, done: 
     });
     s.service_status = None;
     Op::Put {
-        object: Object::Service(s),
+        object: Object::Service(s.into()),
         expect: Expect::Version(version),
     }
 }
