@@ -56,7 +56,7 @@ pub struct Worker {
 }
 
 /// Concurrent task starts per node.
-const CONCURRENT_STARTS: usize = 8;
+const CONCURRENT_STARTS: usize = 16;
 
 fn report(task_id: &str, state: TaskState, message: &str, err: &str) -> TaskStatusReport {
     TaskStatusReport {
