@@ -339,9 +339,7 @@ impl Host {
                     }
                 },
                 HostRequest::Leave(reply) => {
-                    let _ = reply.send(Err(ApiError::unavailable(
-                        "This node is not part of a swarm",
-                    )));
+                    let _ = reply.send(Err(ApiError::no_swarm()));
                 }
                 HostRequest::Unlock(_, reply) => {
                     let _ = reply.send(Err(ApiError::no_swarm_manager()));
@@ -614,13 +612,9 @@ impl Host {
                         tracing::warn!("forcing a new cluster from this manager's state");
                         break Exit::ForceNew(reply);
                     }
-                    HostRequest::Init(_, reply) => drop(reply.send(Err(ApiError::unavailable(
-                        "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one.",
-                    )))),
-                    HostRequest::Join(_, reply) => drop(reply.send(Err(ApiError::unavailable(
-                        "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one.",
-                    )))),
-                    HostRequest::Unlock(_, reply) => drop(reply.send(Err(ApiError::conflict("swarm is not locked")))),
+                    HostRequest::Init(_, reply) => drop(reply.send(Err(ApiError::swarm_exists()))),
+                    HostRequest::Join(_, reply) => drop(reply.send(Err(ApiError::swarm_exists()))),
+                    HostRequest::Unlock(_, reply) => drop(reply.send(Err(ApiError::not_locked()))),
                 },
                 Some(ev) = events.recv() => match ev {
                     DispatcherMessage::RoleChanged(role) if role != state.role => {

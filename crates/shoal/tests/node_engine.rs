@@ -103,9 +103,8 @@ fn executors(c: &Cluster, node: &str) -> Vec<String> {
     let out = c.nodes[0].ok(&["node", "inspect", node]);
     let v: Value = serde_json::from_str(&out).unwrap();
     let v = if v.is_array() { v[0].clone() } else { v };
-    v["Description"]["ShoalExecutors"]
+    v["Description"]["Executors"]
         .as_array()
-        .or(v["Description"]["Executors"].as_array())
         .map(|a| {
             a.iter()
                 .filter_map(|x| x.as_str().map(String::from))

@@ -55,6 +55,23 @@ impl ApiError {
         )
     }
 
+    /// 503: init or join on a node already in a swarm.
+    pub fn swarm_exists() -> ApiError {
+        ApiError::unavailable(
+            "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one.",
+        )
+    }
+
+    /// 503: leave on a node in no swarm.
+    pub fn no_swarm() -> ApiError {
+        ApiError::unavailable("This node is not part of a swarm")
+    }
+
+    /// 409: unlock on a node that is not locked.
+    pub fn not_locked() -> ApiError {
+        ApiError::conflict("swarm is not locked")
+    }
+
     /// 503: a manager whose keys are locked.
     pub fn locked() -> ApiError {
         ApiError::unavailable(

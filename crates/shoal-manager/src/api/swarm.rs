@@ -128,7 +128,7 @@ pub async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let force = bool_param(q.get("force"));
     match s.presence {
-        Presence::Inactive => return Err(ApiError::unavailable("This node is not part of a swarm")),
+        Presence::Inactive => return Err(ApiError::no_swarm()),
         Presence::Locked if !force => {
             return Err(ApiError::unavailable(
                 "Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message.",
@@ -178,19 +178,12 @@ fn manager_leave_refusal(reachable: usize, unreachable: usize) -> String {
     msg + "The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."
 }
 
-/// Docker's answer to init/join on a node already in a swarm.
-fn swarm_exists() -> ApiError {
-    ApiError::unavailable(
-        "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one.",
-    )
-}
-
 /// `POST /swarm/init` with an `InitRequest`; answers the new node ID (a JSON string).
 pub async fn init(State(s): State<ApiState>, body: Bytes) -> Result<Json<String>, ApiError> {
     let mut req: InitRequest = json_body(&body)?;
     match (s.presence, req.force_new_cluster) {
         (Presence::Inactive, _) => {}
-        (_, false) => return Err(swarm_exists()),
+        (_, false) => return Err(ApiError::swarm_exists()),
         (Presence::Active, true) if s.manager.is_none() => return Err(ApiError::not_a_manager()),
         (Presence::Locked, true) => return Err(ApiError::locked()),
         (Presence::Active, true) => {}
@@ -218,7 +211,7 @@ pub async fn init(State(s): State<ApiState>, body: Bytes) -> Result<Json<String>
 pub async fn join(State(s): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let req: JoinRequest = json_body(&body)?;
     if s.presence != Presence::Inactive {
-        return Err(swarm_exists());
+        return Err(ApiError::swarm_exists());
     }
     if req.listen_addr.is_empty() {
         return Err(ApiError::bad_request(
@@ -253,7 +246,7 @@ pub async fn unlock_key(State(s): State<ApiState>) -> Result<Json<serde_json::Va
 pub async fn unlock(State(s): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let req: UnlockRequest = json_body(&body)?;
     match s.presence {
-        Presence::Active => return Err(ApiError::conflict("swarm is not locked")),
+        Presence::Active => return Err(ApiError::not_locked()),
         Presence::Inactive => return Err(ApiError::no_swarm_manager()),
         Presence::Locked => {}
     }
