@@ -33,6 +33,8 @@ pub enum Bootstrap {
 pub struct ManagerConfig {
     /// Directory of the Raft log, vote and snapshots.
     pub raft_dir: PathBuf,
+    /// The key the log and snapshots are sealed with.
+    pub data_key: shoal_store::StoreKey,
     /// This node's ID.
     pub node_id: String,
     /// This manager's Raft id.
@@ -116,7 +118,7 @@ async fn leader_applied_index(peers: &Peers, addr: &str) -> Option<u64> {
 impl Manager {
     /// Opens the store, starts Raft and the leadership watcher.
     pub async fn start(cfg: ManagerConfig, bootstrap: Bootstrap) -> anyhow::Result<Arc<Manager>> {
-        let (mut log, sm) = shoal_store::open(&cfg.raft_dir)?;
+        let (mut log, sm) = shoal_store::open(&cfg.raft_dir, &cfg.data_key)?;
         let me = Member {
             addr: cfg.addr.clone(),
             node_id: cfg.node_id.clone(),

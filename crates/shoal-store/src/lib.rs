@@ -2,9 +2,9 @@
 //!
 //! Managers keep the cluster's objects in in-memory [`Tables`], changed only
 //! by [`Command`]s committed through Raft (openraft 0.9) and applied in log
-//! order on every manager. The Raft log and vote live in redb
-//! (`raft.redb`), snapshots in `snapshot.bin`; on start the tables are
-//! rebuilt from the snapshot plus the log. Components of the leader follow
+//! order on every manager. The Raft log and vote live in a write-ahead log
+//! (`wal/`), snapshots in `snapshot.bin`, both sealed with the node's data
+//! key; on start the tables are rebuilt from the snapshot plus the log. Components of the leader follow
 //! the [`Change`] stream. This crate knows nothing of what services or tasks
 //! mean: it stores objects, checks versions and unique names, and reports
 //! changes.
@@ -14,12 +14,15 @@
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 pub mod command;
+pub mod crypt;
+mod legacy;
 pub mod log_store;
 pub mod raft_types;
 pub mod state_machine;
 pub mod tables;
 
 pub use command::*;
+pub use crypt::StoreKey;
 pub use log_store::LogStore;
 pub use raft_types::*;
 pub use state_machine::{Applied, Change, Shared, StateMachine};
@@ -35,11 +38,12 @@ pub(crate) fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// Opens the durable parts of the store under `dir` (`raft.redb`, `snapshot.bin`).
-pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachine)> {
+/// Opens the durable parts of the store under `dir` (`wal/`,
+/// `snapshot.bin`), sealed with the data key `key`.
+pub fn open(dir: &Path, key: &StoreKey) -> anyhow::Result<(LogStore, StateMachine)> {
     std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(&dir.join("raft.redb"))?;
-    let sm = StateMachine::open(dir)?;
+    let log = LogStore::open(dir, key)?;
+    let sm = StateMachine::open(dir, key)?;
     Ok((log, sm))
 }
 

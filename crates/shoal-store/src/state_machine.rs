@@ -1,16 +1,18 @@
 //! The Raft state machine: applies committed commands to the in-memory
 //! [`Tables`], publishes change events, and keeps snapshots on disk.
 //!
-//! The snapshot file (`snapshot.bin`) is one line of JSON metadata followed
-//! by the JSON image of every table; it is written to a temporary file,
-//! fsynced and renamed, so a crash leaves either the old or the new one.
+//! The snapshot file (`snapshot.bin`) holds the JSON metadata and the JSON
+//! image of every table, each sealed with the store's data key in 1 MiB
+//! chunks (see `crypt`); it is written to a temporary file, fsynced and
+//! renamed, so a crash leaves either the old or the new one.
 
+use crate::crypt::{self, StoreKey};
 use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::tables::{Event, Tables, TablesImage};
 use crate::BatchResult;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, watch};
@@ -61,6 +63,7 @@ impl Shared {
 pub struct StateMachine {
     shared: Arc<Shared>,
     dir: PathBuf,
+    key: StoreKey,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -81,14 +84,37 @@ fn snap_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     )
 }
 
-/// Reads the persisted snapshot in `dir`, if any: (meta, data bytes).
-fn read_snapshot_file(dir: &Path) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+/// Magic of a sealed snapshot file.
+const SNAP_MAGIC: &[u8; 8] = b"SHOALSNP";
+/// Stream numbers of the metadata and the data in a snapshot file.
+const META_STREAM: u8 = 1;
+const DATA_STREAM: u8 = 2;
+
+/// Reads the persisted snapshot in `dir`, if any: (meta, data bytes). A
+/// snapshot written in clear by an older shoal is read too (the next one is
+/// sealed).
+fn read_snapshot_file(
+    dir: &Path,
+    key: &StoreKey,
+) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
     let path = dir.join("snapshot.bin");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut r = std::io::BufReader::new(file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)?;
+    if &magic == SNAP_MAGIC {
+        let cipher = key.cipher();
+        let meta = crypt::open_stream(&cipher, META_STREAM, &mut r)?;
+        let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
+        let data = crypt::open_stream(&cipher, DATA_STREAM, &mut r)?;
+        return Ok(Some((meta, data)));
+    }
+    let mut bytes = magic.to_vec();
+    r.read_to_end(&mut bytes)?;
     let nl = bytes
         .iter()
         .position(|b| *b == b'\n')
@@ -97,24 +123,34 @@ fn read_snapshot_file(dir: &Path) -> std::io::Result<Option<(SnapshotMeta, Vec<u
     Ok(Some((meta, bytes[nl + 1..].to_vec())))
 }
 
-fn write_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+/// Writes the snapshot sealed with `key`, atomically (temporary file,
+/// fsync, rename, directory fsync).
+fn write_snapshot_file(
+    dir: &Path,
+    key: &StoreKey,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> std::io::Result<()> {
     let tmp = dir.join("snapshot.bin.tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
-        f.write_all(b"\n")?;
-        f.write_all(data)?;
-        f.sync_all()?;
+        let cipher = key.cipher();
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(SNAP_MAGIC)?;
+        let meta = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+        crypt::seal_stream(&cipher, META_STREAM, &meta, &mut f)?;
+        crypt::seal_stream(&cipher, DATA_STREAM, data, &mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, dir.join("snapshot.bin"))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
 impl StateMachine {
-    /// Opens the state machine in `dir`, loading the persisted snapshot.
-    pub fn open(dir: &Path) -> anyhow::Result<StateMachine> {
+    /// Opens the state machine in `dir`, loading the persisted snapshot
+    /// (sealed with `key`).
+    pub fn open(dir: &Path, key: &StoreKey) -> anyhow::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
-        let (tables, last_applied, membership) = match read_snapshot_file(dir)? {
+        let (tables, last_applied, membership) = match read_snapshot_file(dir, key)? {
             Some((meta, data)) => {
                 let image: TablesImage = serde_json::from_slice(&data)?;
                 (
@@ -134,6 +170,7 @@ impl StateMachine {
                 applied,
             }),
             dir: dir.to_path_buf(),
+            key: key.clone(),
             last_applied,
             membership,
         })
@@ -149,6 +186,7 @@ impl StateMachine {
 /// objects, which are never changed in place).
 pub struct SnapshotBuilder {
     dir: PathBuf,
+    key: StoreKey,
     image: TablesImage,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -167,9 +205,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let dir = self.dir.clone();
+        let (dir, key) = (self.dir.clone(), self.key.clone());
         let (meta, data) = tokio::task::spawn_blocking(move || {
-            write_snapshot_file(&dir, &meta, &data).map(|_| (meta, data))
+            write_snapshot_file(&dir, &key, &meta, &data).map(|_| (meta, data))
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
@@ -242,6 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image = self.shared.tables.read().expect("tables lock").image();
         SnapshotBuilder {
             dir: self.dir.clone(),
+            key: self.key.clone(),
             image,
             last_applied: self.last_applied,
             membership: self.membership.clone(),
@@ -260,9 +299,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let image: TablesImage =
             serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let dir = self.dir.clone();
+        let (dir, key) = (self.dir.clone(), self.key.clone());
         let m = meta.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &m, &data))
+        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &key, &m, &data))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -281,8 +320,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let dir = self.dir.clone();
-        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        let (dir, key) = (self.dir.clone(), self.key.clone());
+        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir, &key))
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -290,5 +329,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_file_is_sealed_and_reads_back_only_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "snap-1".into(),
+        };
+        let data = b"{\"secret\":\"plain-text-4711\"}".repeat(100_000);
+        write_snapshot_file(dir.path(), &key, &meta, &data).unwrap();
+        let raw = std::fs::read(dir.path().join("snapshot.bin")).unwrap();
+        for needle in [&b"plain-text-4711"[..], b"snap-1"] {
+            assert!(!raw.windows(needle.len()).any(|w| w == needle));
+        }
+        let (m, d) = read_snapshot_file(dir.path(), &key).unwrap().unwrap();
+        assert_eq!(m.snapshot_id, "snap-1");
+        assert_eq!(d, data);
+        assert!(read_snapshot_file(dir.path(), &StoreKey::generate()).is_err());
+        // A snapshot an older shoal wrote in clear still reads.
+        let mut old = serde_json::to_vec(&meta).unwrap();
+        old.push(b'\n');
+        old.extend_from_slice(b"{}");
+        std::fs::write(dir.path().join("snapshot.bin"), &old).unwrap();
+        let (m, d) = read_snapshot_file(dir.path(), &key).unwrap().unwrap();
+        assert_eq!(
+            (m.snapshot_id.as_str(), d.as_slice()),
+            ("snap-1", &b"{}"[..])
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! openraft's own storage conformance suite, run against the redb log store
+//! openraft's own storage conformance suite, run against the WAL log store
 //! and the state machine.
 
 #![allow(clippy::result_large_err)]
@@ -11,13 +11,14 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, sm) = shoal_store::open(dir.path()).expect("open store");
+        let (log, sm) =
+            shoal_store::open(dir.path(), &shoal_store::StoreKey::generate()).expect("open store");
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn redb_log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
+fn wal_log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
     Suite::test_all(Builder)?;
     Ok(())
 }

@@ -478,6 +478,7 @@ impl Host {
         let manager = if state.role == NodeRole::Manager {
             let cfg = ManagerConfig {
                 raft_dir: dir.raft_dir(),
+                data_key: dir.data_key()?,
                 node_id: state.node_id.clone(),
                 raft_id: state.raft_id,
                 cluster_id: state.cluster_id.clone(),

@@ -3,16 +3,23 @@
 //! ```text
 //! DIR/node.json        node ID, role, cluster ID, addresses, Raft id
 //! DIR/certs/ca.pem     the cluster's root CA certificate
-//! DIR/certs/node.pem   this node's certificate;  DIR/certs/node.key its key
-//! DIR/raft/            managers: Raft log, vote and snapshots
+//! DIR/certs/node.pem   this node's certificate;  DIR/certs/node.key its key and,
+//!                      on managers, the key the Raft log and snapshots are sealed with
+//! DIR/raft/            managers: Raft log (wal/), vote and snapshots
 //! DIR/tasks/           the agent's task state and logs
 //! ```
 
 use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use shoal_api::NodeRole;
 use shoal_net::lock::{self, UnlockKey};
 use shoal_net::rpc::ManagerAddr;
+use shoal_store::StoreKey;
+
+const DATA_KEY_BEGIN: &str = "-----BEGIN SHOAL DATA KEY-----";
+const DATA_KEY_END: &str = "-----END SHOAL DATA KEY-----";
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -164,21 +171,77 @@ impl DataDir {
         self.seal.lock().expect("lock").clone()
     }
 
-    /// Seals the private key with `key` (or stores it in clear with `None`).
+    /// Seals the private key and the store's data key with `key` (or
+    /// stores them in clear with `None`).
     pub fn set_seal(&self, key: Option<UnlockKey>) -> anyhow::Result<()> {
-        let (_, _, plain) = self.load_certs()?;
+        let (pem, data_key) = self.read_key_file()?;
         *self.seal.lock().expect("lock") = key;
-        self.write_key(&plain)
+        self.write_key_file(&pem, data_key.as_ref())
     }
 
-    fn write_key(&self, plain: &str) -> anyhow::Result<()> {
+    /// The node's private key PEM and the store's data key, if it has one,
+    /// from the key file (opened with the unlock key when sealed).
+    fn read_key_file(&self) -> anyhow::Result<(String, Option<StoreKey>)> {
+        let path = self.key_file();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let text = if lock::is_sealed(&text) {
+            let seal = self
+                .seal()
+                .context("the node's key is locked: unlock it with `docker swarm unlock`")?;
+            String::from_utf8(
+                seal.open(&text)
+                    .context("the unlock key does not open the node's key")?,
+            )?
+        } else {
+            text
+        };
+        let Some(at) = text.find(DATA_KEY_BEGIN) else {
+            return Ok((text, None));
+        };
+        let b64 = text[at + DATA_KEY_BEGIN.len()..]
+            .split(DATA_KEY_END)
+            .next()
+            .unwrap_or_default();
+        let bytes: [u8; 32] = STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{}: the data key is damaged", path.display()))?;
+        Ok((text[..at].to_string(), Some(StoreKey::from_bytes(bytes))))
+    }
+
+    /// Writes the key file: the private key PEM, then the data key, sealed
+    /// together with the unlock key when there is one (one file, so they
+    /// are always sealed with the same key).
+    fn write_key_file(&self, pem: &str, data_key: Option<&StoreKey>) -> anyhow::Result<()> {
+        let mut plain = pem.to_string();
+        if let Some(k) = data_key {
+            plain.push_str(&format!(
+                "{DATA_KEY_BEGIN}\n{}\n{DATA_KEY_END}\n",
+                STANDARD.encode(k.bytes())
+            ));
+        }
         let text = match self.seal() {
             Some(k) => k.seal(plain.as_bytes()),
-            None => plain.to_string(),
+            None => plain,
         };
         write_atomic(&self.key_file(), text.as_bytes())?;
         set_private(&self.key_file());
         Ok(())
+    }
+
+    /// The key the Raft log and snapshots are sealed with (made on first
+    /// use). It is kept in the node's key file, so it is sealed with the
+    /// unlock key while autolock is on: a copied data dir reveals neither.
+    pub fn data_key(&self) -> anyhow::Result<StoreKey> {
+        let (pem, key) = self.read_key_file()?;
+        if let Some(k) = key {
+            return Ok(k);
+        }
+        let key = StoreKey::generate();
+        self.write_key_file(&pem, Some(&key))?;
+        Ok(key)
     }
 
     fn node_json(&self) -> PathBuf {
@@ -242,18 +305,7 @@ impl DataDir {
             std::fs::read_to_string(self.certs().join(n))
                 .with_context(|| format!("reading {}", self.certs().join(n).display()))
         };
-        let key = read("node.key")?;
-        let key = if lock::is_sealed(&key) {
-            let seal = self
-                .seal()
-                .context("the node's key is locked: unlock it with `docker swarm unlock`")?;
-            String::from_utf8(
-                seal.open(&key)
-                    .context("the unlock key does not open the node's key")?,
-            )?
-        } else {
-            key
-        };
+        let (key, _) = self.read_key_file()?;
         Ok((read("ca.pem")?, read("node.pem")?, key))
     }
 
@@ -262,7 +314,9 @@ impl DataDir {
         std::fs::create_dir_all(self.certs())?;
         write_atomic(&self.certs().join("ca.pem"), ca.as_bytes())?;
         write_atomic(&self.certs().join("node.pem"), cert.as_bytes())?;
-        self.write_key(key)
+        // A renewed key keeps the store's data key.
+        let data_key = self.read_key_file().ok().and_then(|(_, k)| k);
+        self.write_key_file(key, data_key.as_ref())
     }
 
     /// Removes everything that makes this directory a node.

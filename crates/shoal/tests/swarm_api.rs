@@ -6,6 +6,7 @@
 
 mod common;
 
+use base64::Engine;
 use common::{api, count_procs, free_port, wait_for, Cluster};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -342,6 +343,41 @@ fn autolock_seals_the_manager_key_until_unlocked() {
     assert_eq!(local_state(&c, a), "active");
     assert_eq!(node_count(&c, a), 1);
     let sealed = std::fs::read_to_string(&key_file).unwrap();
+
+    // The Raft log at rest is sealed too: neither a secret's value nor the
+    // CA's private key (both in the replicated state) can be read from it.
+    let value = "the-secret-value-4711";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    let (code, out) = post(
+        &c,
+        a,
+        "/v1.41/secrets/create",
+        json!({"Name": "s1", "Data": b64}),
+    );
+    assert_eq!(code, 201, "{out}");
+    let raft = c.nodes[a].dir.join("raft");
+    let mut files = 0;
+    let mut stack = vec![raft];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&p).unwrap();
+            for needle in [value.as_bytes(), b64.as_bytes(), b"PRIVATE KEY"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds {:?} in clear",
+                    p.display(),
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
+    assert!(files > 0, "the Raft files were looked at");
 
     // Rotation re-seals; turning autolock off stores the key in clear.
     let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm", None);
