@@ -875,6 +875,37 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_at_any_byte_of_the_last_write_leaves_a_prefix_that_takes_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let (seq, start, end) = {
+            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            append(&mut wal, &[entry(1, 1), entry(1, 2)]);
+            let start = wal.off;
+            append(&mut wal, &[entry(1, 3), membership_entry(1, 4)]);
+            (wal.active, start, wal.off)
+        };
+        let path = seg_path(dir.path(), seq);
+        let whole = std::fs::read(&path).unwrap();
+        for cut in (start..=end).step_by(7) {
+            // Everything from `cut` on never reached the disk.
+            let mut bytes = whole.clone();
+            bytes[cut as usize..end as usize].fill(0);
+            std::fs::write(&path, &bytes).unwrap();
+            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let got = ids(&wal);
+            let n = got.len();
+            assert!((2..=4).contains(&n), "cut {cut}: {got:?}");
+            assert_eq!(got, (1..=n as u64).map(|i| (i, 1)).collect::<Vec<_>>());
+            append(&mut wal, &[entry(2, n as u64 + 1)]);
+            drop(wal);
+            let wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            assert_eq!(ids(&wal).last(), Some(&(n as u64 + 1, 2)), "cut {cut}");
+            assert_eq!(ids(&wal).len(), n + 1, "cut {cut}");
+        }
+    }
+
+    #[test]
     fn damage_before_the_last_segment_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
