@@ -33,8 +33,9 @@ pub enum Bootstrap {
 pub struct ManagerConfig {
     /// Directory of the Raft log, vote and snapshots.
     pub raft_dir: PathBuf,
-    /// The key the log and snapshots are sealed with.
-    pub data_key: shoal_store::StoreKey,
+    /// The keys the log and snapshots are sealed with: the first seals what
+    /// is written from now on, the others may open older files.
+    pub data_keys: Vec<shoal_store::StoreKey>,
     /// This node's ID.
     pub node_id: String,
     /// This manager's Raft id.
@@ -69,6 +70,9 @@ pub struct Manager {
     pub peers: Arc<Peers>,
     read_index: Arc<Mutex<ReadIndexQueue>>,
     token: CancellationToken,
+    /// The durable files, to re-key them.
+    log: shoal_store::LogStore,
+    snapshots: shoal_store::SnapshotFile,
 }
 
 /// Callers waiting for the next read-index round (see [`Manager::catch_up`]).
@@ -116,9 +120,19 @@ async fn leader_applied_index(peers: &Peers, addr: &str) -> Option<u64> {
 }
 
 impl Manager {
+    /// Re-seals the Raft log and the snapshot with `key`, which seals
+    /// everything written from now on; afterwards no other key is needed.
+    pub async fn rekey(&self, key: shoal_store::StoreKey) -> anyhow::Result<()> {
+        self.log.rekey(key.clone()).await?;
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || snapshots.rekey(key)).await??;
+        Ok(())
+    }
+
     /// Opens the store, starts Raft and the leadership watcher.
     pub async fn start(cfg: ManagerConfig, bootstrap: Bootstrap) -> anyhow::Result<Arc<Manager>> {
-        let (mut log, sm) = shoal_store::open(&cfg.raft_dir, &cfg.data_key)?;
+        let (mut log, sm) = shoal_store::open(&cfg.raft_dir, &cfg.data_keys)?;
+        let (log_files, snapshots) = (log.clone(), sm.snapshot_file());
         let me = Member {
             addr: cfg.addr.clone(),
             node_id: cfg.node_id.clone(),
@@ -150,6 +164,8 @@ impl Manager {
             peers: cfg.peers.clone(),
             read_index: Default::default(),
             token: token.clone(),
+            log: log_files,
+            snapshots,
         });
         match bootstrap {
             Bootstrap::Init(b) => {

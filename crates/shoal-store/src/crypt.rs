@@ -18,6 +18,10 @@ pub const TAG_LEN: usize = 16;
 /// Bytes of a nonce.
 pub const NONCE: usize = NONCE_LEN;
 
+/// Names a [`StoreKey`] without revealing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; 8]);
+
 /// The store's data encryption key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreKey([u8; 32]);
@@ -44,6 +48,13 @@ impl StoreKey {
     /// The key's bytes (to persist it).
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// A short name of the key (a digest of it, not the key), written
+    /// beside what it seals so the right key of several is found.
+    pub fn id(&self) -> KeyId {
+        let d = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        KeyId(d.as_ref()[..8].try_into().expect("8 bytes"))
     }
 
     pub(crate) fn cipher(&self) -> Cipher {

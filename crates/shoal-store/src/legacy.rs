@@ -94,7 +94,7 @@ mod tests {
         let key = StoreKey::generate();
         for _ in 0..2 {
             // Moved once; the second open reads the WAL alone.
-            let mut log = LogStore::open(dir.path(), &key).unwrap();
+            let mut log = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
             assert!(!path.exists());
             let state = log.get_log_state().await.unwrap();
             assert_eq!(state.last_purged_log_id, Some(id(4)));

@@ -22,10 +22,10 @@ pub mod state_machine;
 pub mod tables;
 
 pub use command::*;
-pub use crypt::StoreKey;
+pub use crypt::{KeyId, StoreKey};
 pub use log_store::LogStore;
 pub use raft_types::*;
-pub use state_machine::{Applied, Change, Shared, StateMachine};
+pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine};
 pub use tables::{Event, Table, Tables};
 
 use std::path::Path;
@@ -39,11 +39,12 @@ pub(crate) fn now_nanos() -> u128 {
 }
 
 /// Opens the durable parts of the store under `dir` (`wal/`,
-/// `snapshot.bin`), sealed with the data key `key`.
-pub fn open(dir: &Path, key: &StoreKey) -> anyhow::Result<(LogStore, StateMachine)> {
+/// `snapshot.bin`), sealed with the data keys `keys` (the first seals what
+/// is written from now on; the others may open older files).
+pub fn open(dir: &Path, keys: &[StoreKey]) -> anyhow::Result<(LogStore, StateMachine)> {
     std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(dir, key)?;
-    let sm = StateMachine::open(dir, key)?;
+    let log = LogStore::open(dir, keys)?;
+    let sm = StateMachine::open(dir, keys)?;
     Ok((log, sm))
 }
 

@@ -15,15 +15,15 @@
 //!
 //! A record is `u32 length ‖ kind ‖ index ‖ term ‖ node ‖ nonce ‖ sealed
 //! payload ‖ tag`; the header fields are authenticated with the payload. The
-//! kinds: an entry (JSON), the vote, the committed id (a hint, written along
-//! with the next synced record), the purge point, and a truncation point.
+//! kinds: an entry (JSON), the vote, the committed id (a hint, written
+//! without a sync), the purge point, and a truncation point.
 //! Replaying every record in order rebuilds the log's index; a new segment
 //! starts with the vote, purge point and committed id, so whole segments
 //! whose entries are all purged can be deleted. A record that does not
 //! authenticate ends the log if it is in the last segment (a torn write that
 //! was never acknowledged) and is an error anywhere else.
 
-use crate::crypt::{Cipher, StoreKey, NONCE, TAG_LEN};
+use crate::crypt::{Cipher, KeyId, StoreKey, NONCE, TAG_LEN};
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{CommittedLeaderId, ErrorSubject, ErrorVerb, RaftLogReader};
@@ -121,12 +121,16 @@ struct Loc {
 struct Segment {
     file: File,
     size: u64,
+    /// The key its records are sealed with.
+    key: KeyId,
 }
 
 /// The WAL's state; one writer at a time (behind the store's mutex).
 pub(crate) struct Wal {
     dir: PathBuf,
-    cipher: Cipher,
+    /// The key new records are sealed with, and every key segments may use.
+    current: KeyId,
+    keys: Vec<(KeyId, Cipher)>,
     segs: BTreeMap<u64, Segment>,
     /// Number of the segment being written, and the next write offset in it.
     active: u64,
@@ -231,7 +235,9 @@ impl Wal {
         out.extend_from_slice(&[0; 4]);
         let head = record_head(kind, id.0, id.1, id.2);
         out.extend_from_slice(&head);
-        self.cipher.seal_append(&head, plain, out);
+        self.cipher(self.current)
+            .expect("the current key is in the ring")
+            .seal_append(&head, plain, out);
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     }
@@ -260,9 +266,78 @@ impl Wal {
         self.locs.back().map(|l| l.log_id.index)
     }
 
+    fn cipher(&self, id: KeyId) -> Option<&Cipher> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, c)| c)
+    }
+
+    /// The keys segments use now.
+    pub(crate) fn keys_in_use(&self) -> Vec<KeyId> {
+        let mut ids: Vec<KeyId> = self.segs.values().map(|s| s.key).collect();
+        ids.dedup();
+        ids
+    }
+
+    /// Re-seals the whole log with `key`: a new segment restates the state
+    /// and every entry under it, then the older segments are deleted (a
+    /// crash in between replays the same entries twice, harmlessly, as
+    /// long as the old key is still given).
+    pub(crate) fn rekey(&mut self, key: &StoreKey) -> std::io::Result<()> {
+        let id = key.id();
+        if self.cipher(id).is_none() {
+            self.keys.push((id, key.cipher()));
+        }
+        let mut plain = Vec::with_capacity(self.locs.len());
+        let locs: Vec<Loc> = self.locs.iter().copied().collect();
+        let mut buf = Vec::new();
+        for l in &locs {
+            let rec = self
+                .read_record(l, &mut buf)
+                .map_err(std::io::Error::other)?;
+            plain.push(rec);
+        }
+        self.current = id;
+        let mut out = Vec::new();
+        let mut spans = Vec::with_capacity(locs.len());
+        for (l, json) in locs.iter().zip(&plain) {
+            let start = out.len();
+            let i = l.log_id;
+            self.encode(
+                &mut out,
+                Kind::Entry,
+                (i.index, i.leader_id.term, i.leader_id.node_id),
+                json,
+            );
+            spans.push((start, out.len() - start, i));
+        }
+        let old: Vec<u64> = self.segs.keys().copied().collect();
+        let need = SEG_HEADER + self.state_records().len() as u64 + out.len() as u64;
+        self.new_segment(self.active + 1, self.seg_size.max(need), false)?;
+        let at = self.write(out, true)?;
+        self.locs = spans
+            .into_iter()
+            .map(|(start, len, log_id)| Loc {
+                seq: self.active,
+                off: at + start as u64,
+                len: len as u32,
+                log_id,
+            })
+            .collect();
+        for seq in old {
+            self.segs.remove(&seq);
+            std::fs::remove_file(seg_path(&self.dir, seq))?;
+        }
+        self.keys.retain(|(k, _)| *k == id);
+        Ok(())
+    }
+
     /// Opens the WAL in `dir` (segments of `seg_size` bytes), replaying
     /// every record.
-    fn open(dir: &Path, key: &StoreKey, seg_size: u64) -> anyhow::Result<Wal> {
+    /// `keys[0]` seals new records; the others may open older segments.
+    fn open(dir: &Path, keys: &[StoreKey], seg_size: u64) -> anyhow::Result<Wal> {
+        let current = keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no data key"))?
+            .id();
         std::fs::create_dir_all(dir)?;
         let _ = std::fs::remove_file(spare_path(dir));
         let mut seqs: Vec<u64> = Vec::new();
@@ -276,7 +351,8 @@ impl Wal {
         seqs.sort_unstable();
         let mut wal = Wal {
             dir: dir.to_path_buf(),
-            cipher: key.cipher(),
+            current,
+            keys: keys.iter().map(|k| (k.id(), k.cipher())).collect(),
             segs: BTreeMap::new(),
             active: 0,
             off: 0,
@@ -306,9 +382,16 @@ impl Wal {
                 }
                 anyhow::bail!("{}: not a shoal WAL segment", path.display());
             }
+            let key = KeyId(bytes[20..28].try_into().expect("8 bytes"));
+            let Some(k) = wal.keys.iter().position(|(id, _)| *id == key) else {
+                anyhow::bail!(
+                    "{}: sealed with a data key this node does not have",
+                    path.display()
+                );
+            };
             let mut pos = SEG_HEADER as usize;
             loop {
-                match decode(&wal.cipher, &mut bytes[pos..]) {
+                match decode(&wal.keys[k].1, &mut bytes[pos..]) {
                     Ok(Some((rec, used))) => {
                         wal.replay(seq, pos as u64, used as u32, rec)
                             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -335,7 +418,7 @@ impl Wal {
                 .read(true)
                 .write(true)
                 .open(&path)?;
-            wal.segs.insert(seq, Segment { file, size });
+            wal.segs.insert(seq, Segment { file, size, key });
             wal.active = seq;
             wal.off = pos as u64;
         }
@@ -430,6 +513,7 @@ impl Wal {
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&VERSION.to_le_bytes());
         head.extend_from_slice(&seq.to_le_bytes());
+        head.extend_from_slice(&self.current.0);
         head.resize(SEG_HEADER as usize, 0);
         let state = self.state_records();
         self.committed_unwritten = false;
@@ -437,7 +521,14 @@ impl Wal {
         file.write_all_at(&head, 0)?;
         file.sync_data()?;
         sync_dir(&self.dir)?;
-        self.segs.insert(seq, Segment { file, size });
+        self.segs.insert(
+            seq,
+            Segment {
+                file,
+                size,
+                key: self.current,
+            },
+        );
         self.active = seq;
         self.off = head.len() as u64;
         Ok(())
@@ -543,22 +634,31 @@ impl Wal {
         Ok(())
     }
 
+    /// Reads the payload of the record at `l` (into `buf`).
+    fn read_record(&self, l: &Loc, buf: &mut Vec<u8>) -> Result<Vec<u8>, String> {
+        let seg = self
+            .segs
+            .get(&l.seq)
+            .ok_or_else(|| format!("segment {} is gone", l.seq))?;
+        let cipher = self
+            .cipher(seg.key)
+            .ok_or_else(|| format!("segment {}: no key", l.seq))?;
+        buf.resize(l.len as usize, 0);
+        seg.file
+            .read_exact_at(buf, l.off)
+            .map_err(|e| e.to_string())?;
+        let (rec, _) =
+            decode(cipher, buf)?.ok_or_else(|| format!("no record at {}:{}", l.seq, l.off))?;
+        Ok(rec.payload.to_vec())
+    }
+
     /// Reads the entries at `locs` from disk.
     fn read(&self, locs: &[Loc]) -> Result<Vec<Entry>, String> {
         let mut out = Vec::with_capacity(locs.len());
         let mut buf = Vec::new();
         for l in locs {
-            let seg = self
-                .segs
-                .get(&l.seq)
-                .ok_or_else(|| format!("segment {} is gone", l.seq))?;
-            buf.resize(l.len as usize, 0);
-            seg.file
-                .read_exact_at(&mut buf, l.off)
-                .map_err(|e| e.to_string())?;
-            let (rec, _) = decode(&self.cipher, &mut buf)?
-                .ok_or_else(|| format!("no record at {}:{}", l.seq, l.off))?;
-            out.push(serde_json::from_slice(rec.payload).map_err(|e| e.to_string())?);
+            let payload = self.read_record(l, &mut buf)?;
+            out.push(serde_json::from_slice(&payload).map_err(|e| e.to_string())?);
         }
         Ok(out)
     }
@@ -574,14 +674,14 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `raft_dir/wal` with the data key
-    /// `key`. A log left by an older shoal in `raft_dir/raft.redb` is moved
-    /// into it.
-    pub fn open(raft_dir: &Path, key: &StoreKey) -> anyhow::Result<LogStore> {
+    /// Opens (or creates) the log in `raft_dir/wal`; `keys[0]` seals new
+    /// records, the others may open older ones. A log left by an older
+    /// shoal in `raft_dir/raft.redb` is moved into it.
+    pub fn open(raft_dir: &Path, keys: &[StoreKey]) -> anyhow::Result<LogStore> {
         let dir = raft_dir.join("wal");
         let legacy = raft_dir.join("raft.redb");
         let fresh = !dir.exists();
-        let wal = Wal::open(&dir, key, segment_bytes())?;
+        let wal = Wal::open(&dir, keys, segment_bytes())?;
         let store = LogStore {
             wal: Arc::new(Mutex::new(wal)),
             cache: Default::default(),
@@ -606,6 +706,18 @@ impl LogStore {
             .map_err(write_err)?;
         self.cache.lock().expect("log cache").clear();
         self.wal().append(&encoded).map_err(write_err)
+    }
+
+    /// Re-seals the whole log with `key` (see [`Wal::rekey`]).
+    pub async fn rekey(&self, key: StoreKey) -> anyhow::Result<()> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").rekey(&key)).await??;
+        Ok(())
+    }
+
+    /// The keys the log's segments are sealed with now.
+    pub fn keys_in_use(&self) -> Vec<KeyId> {
+        self.wal().keys_in_use()
     }
 
     /// Index of the last entry in the log, if any.
@@ -682,11 +794,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // A hint: written along with the next record that is synced.
+        // A hint, written without a sync: it survives a killed process (it
+        // is in the page cache), so a restarted manager re-applies up to it
+        // at once instead of serving older state until it is leader again.
         let mut wal = self.wal();
         wal.committed = committed;
         wal.committed_unwritten = true;
-        Ok(())
+        wal.write(Vec::new(), false).map(drop).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -821,7 +935,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
         {
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             wal.save_vote(&Vote::new(3, 1)).unwrap();
             for i in 1..=1000u64 {
                 append(&mut wal, &[entry(1, i)]);
@@ -835,7 +949,7 @@ mod tests {
             wal.committed_unwritten = true;
             append(&mut wal, &[entry(2, 952)]);
         }
-        let wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+        let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
         assert_eq!(wal.vote, Some(Vote::new(3, 1)));
         assert_eq!(wal.purged.unwrap().index, 900);
         assert_eq!(wal.committed.unwrap().index, 951);
@@ -849,7 +963,7 @@ mod tests {
         let back = wal.read(&[wal.locs[50]]).unwrap();
         assert!(matches!(back[0].payload, EntryPayload::Membership(_)));
         // Another key does not open it.
-        assert!(Wal::open(dir.path(), &StoreKey::generate(), 64 << 10).is_err());
+        assert!(Wal::open(dir.path(), &[StoreKey::generate()], 64 << 10).is_err());
     }
 
     #[test]
@@ -857,7 +971,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
         let (seq, off) = {
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             append(&mut wal, &[entry(1, 1), entry(1, 2)]);
             (wal.active, wal.off)
         };
@@ -866,11 +980,11 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[200, 0, 0, 0, 1, 3, 0, 0], off).unwrap();
         {
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             assert_eq!(ids(&wal), vec![(1, 1), (2, 1)]);
             append(&mut wal, &[entry(1, 3)]);
         }
-        let wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+        let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
         assert_eq!(ids(&wal), vec![(1, 1), (2, 1), (3, 1)]);
     }
 
@@ -879,7 +993,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
         let (seq, start, end) = {
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             append(&mut wal, &[entry(1, 1), entry(1, 2)]);
             let start = wal.off;
             append(&mut wal, &[entry(1, 3), membership_entry(1, 4)]);
@@ -892,17 +1006,44 @@ mod tests {
             let mut bytes = whole.clone();
             bytes[cut as usize..end as usize].fill(0);
             std::fs::write(&path, &bytes).unwrap();
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             let got = ids(&wal);
             let n = got.len();
             assert!((2..=4).contains(&n), "cut {cut}: {got:?}");
             assert_eq!(got, (1..=n as u64).map(|i| (i, 1)).collect::<Vec<_>>());
             append(&mut wal, &[entry(2, n as u64 + 1)]);
             drop(wal);
-            let wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             assert_eq!(ids(&wal).last(), Some(&(n as u64 + 1, 2)), "cut {cut}");
             assert_eq!(ids(&wal).len(), n + 1, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn rekey_reseals_every_entry_and_retires_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (StoreKey::generate(), StoreKey::generate());
+        {
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&old), 64 << 10).unwrap();
+            wal.save_vote(&Vote::new(4, 2)).unwrap();
+            for i in 1..=1000u64 {
+                append(&mut wal, &[entry(1, i)]);
+            }
+            wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 10))
+                .unwrap();
+            assert!(wal.segs.len() > 1);
+            wal.rekey(&new).unwrap();
+            assert_eq!(wal.keys_in_use(), vec![new.id()]);
+            append(&mut wal, &[entry(2, 1001)]);
+        }
+        // The old key is no longer needed, nor enough.
+        assert!(Wal::open(dir.path(), std::slice::from_ref(&old), 64 << 10).is_err());
+        let wal = Wal::open(dir.path(), std::slice::from_ref(&new), 64 << 10).unwrap();
+        assert_eq!(wal.vote, Some(Vote::new(4, 2)));
+        assert_eq!(wal.purged.unwrap().index, 10);
+        let got = ids(&wal);
+        assert_eq!((got.len(), got[0], got[990]), (991, (11, 1), (1001, 2)));
+        assert_eq!(wal.read(&[wal.locs[5]]).unwrap()[0].log_id.index, 16);
     }
 
     #[test]
@@ -910,7 +1051,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
         {
-            let mut wal = Wal::open(dir.path(), &key, 64 << 10).unwrap();
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
             for i in 1..=1000u64 {
                 append(&mut wal, &[entry(1, i)]);
             }
@@ -922,7 +1063,7 @@ mod tests {
             .open(&first)
             .unwrap();
         f.write_all_at(&[0xff; 8], SEG_HEADER + 40).unwrap();
-        let err = Wal::open(dir.path(), &key, 64 << 10)
+        let err = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10)
             .err()
             .unwrap()
             .to_string();

@@ -6,7 +6,7 @@
 //! chunks (see `crypt`); it is written to a temporary file, fsynced and
 //! renamed, so a crash leaves either the old or the new one.
 
-use crate::crypt::{self, StoreKey};
+use crate::crypt::{self, KeyId, StoreKey};
 use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::tables::{Event, Tables, TablesImage};
 use crate::BatchResult;
@@ -62,8 +62,7 @@ impl Shared {
 /// The state machine handed to openraft.
 pub struct StateMachine {
     shared: Arc<Shared>,
-    dir: PathBuf,
-    key: StoreKey,
+    file: SnapshotFile,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -84,18 +83,67 @@ fn snap_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
     )
 }
 
-/// Magic of a sealed snapshot file.
+/// Magic of a sealed snapshot file; the key's id follows it.
 const SNAP_MAGIC: &[u8; 8] = b"SHOALSNP";
 /// Stream numbers of the metadata and the data in a snapshot file.
 const META_STREAM: u8 = 1;
 const DATA_STREAM: u8 = 2;
 
-/// Reads the persisted snapshot in `dir`, if any: (meta, data bytes). A
-/// snapshot written in clear by an older shoal is read too (the next one is
-/// sealed).
+/// The snapshot file and the keys it may be sealed with (the first seals
+/// new ones), shared by the state machine, its snapshot builders and the
+/// manager (to re-key). File writes are serialized by the lock.
+#[derive(Clone)]
+pub struct SnapshotFile {
+    dir: PathBuf,
+    keys: Arc<RwLock<Vec<StoreKey>>>,
+}
+
+impl SnapshotFile {
+    fn new(dir: &Path, keys: &[StoreKey]) -> SnapshotFile {
+        SnapshotFile {
+            dir: dir.to_path_buf(),
+            keys: Arc::new(RwLock::new(keys.to_vec())),
+        }
+    }
+
+    /// Reads the snapshot, if any: (meta, data bytes).
+    fn read(&self) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        let keys = self.keys.read().expect("keys lock");
+        read_snapshot_file(&self.dir, &keys)
+    }
+
+    /// Writes the snapshot sealed with the current key.
+    fn write(&self, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+        let keys = self.keys.write().expect("keys lock");
+        write_snapshot_file(&self.dir, &keys[0], meta, data)
+    }
+
+    /// Re-seals the snapshot with `key`, which seals every later one.
+    pub fn rekey(&self, key: StoreKey) -> std::io::Result<()> {
+        let mut keys = self.keys.write().expect("keys lock");
+        if let Some((meta, data)) = read_snapshot_file(&self.dir, &keys)? {
+            write_snapshot_file(&self.dir, &key, &meta, &data)?;
+        }
+        *keys = vec![key];
+        Ok(())
+    }
+
+    /// The key the snapshot is sealed with now, if there is one.
+    pub fn key_in_use(&self) -> Option<KeyId> {
+        let _keys = self.keys.read().expect("keys lock");
+        let mut head = [0u8; 16];
+        let mut f = std::fs::File::open(self.dir.join("snapshot.bin")).ok()?;
+        f.read_exact(&mut head).ok()?;
+        (&head[..8] == SNAP_MAGIC).then(|| KeyId(head[8..].try_into().expect("8 bytes")))
+    }
+}
+
+/// Reads the persisted snapshot in `dir`, if any: (meta, data bytes),
+/// opened with whichever of `keys` sealed it. A snapshot written in clear
+/// by an older shoal is read too (the next one is sealed).
 fn read_snapshot_file(
     dir: &Path,
-    key: &StoreKey,
+    keys: &[StoreKey],
 ) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
     let path = dir.join("snapshot.bin");
     let file = match std::fs::File::open(&path) {
@@ -107,6 +155,11 @@ fn read_snapshot_file(
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
     if &magic == SNAP_MAGIC {
+        let mut id = [0u8; 8];
+        r.read_exact(&mut id)?;
+        let key = keys.iter().find(|k| k.id() == KeyId(id)).ok_or_else(|| {
+            std::io::Error::other("snapshot.bin is sealed with a data key this node does not have")
+        })?;
         let cipher = key.cipher();
         let meta = crypt::open_stream(&cipher, META_STREAM, &mut r)?;
         let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
@@ -136,6 +189,7 @@ fn write_snapshot_file(
         let cipher = key.cipher();
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         f.write_all(SNAP_MAGIC)?;
+        f.write_all(&key.id().0)?;
         let meta = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
         crypt::seal_stream(&cipher, META_STREAM, &meta, &mut f)?;
         crypt::seal_stream(&cipher, DATA_STREAM, data, &mut f)?;
@@ -147,10 +201,11 @@ fn write_snapshot_file(
 
 impl StateMachine {
     /// Opens the state machine in `dir`, loading the persisted snapshot
-    /// (sealed with `key`).
-    pub fn open(dir: &Path, key: &StoreKey) -> anyhow::Result<StateMachine> {
+    /// (sealed with one of `keys`; `keys[0]` seals new ones).
+    pub fn open(dir: &Path, keys: &[StoreKey]) -> anyhow::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
-        let (tables, last_applied, membership) = match read_snapshot_file(dir, key)? {
+        let file = SnapshotFile::new(dir, keys);
+        let (tables, last_applied, membership) = match file.read()? {
             Some((meta, data)) => {
                 let image: TablesImage = serde_json::from_slice(&data)?;
                 (
@@ -169,8 +224,7 @@ impl StateMachine {
                 changes,
                 applied,
             }),
-            dir: dir.to_path_buf(),
-            key: key.clone(),
+            file,
             last_applied,
             membership,
         })
@@ -180,13 +234,17 @@ impl StateMachine {
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
+
+    /// The snapshot file (to re-key it).
+    pub fn snapshot_file(&self) -> SnapshotFile {
+        self.file.clone()
+    }
 }
 
 /// Builds snapshots from a consistent view of the tables (it shares their
 /// objects, which are never changed in place).
 pub struct SnapshotBuilder {
-    dir: PathBuf,
-    key: StoreKey,
+    file: SnapshotFile,
     image: TablesImage,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -205,13 +263,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let (dir, key) = (self.dir.clone(), self.key.clone());
-        let (meta, data) = tokio::task::spawn_blocking(move || {
-            write_snapshot_file(&dir, &key, &meta, &data).map(|_| (meta, data))
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = self.file.clone();
+        let (meta, data) =
+            tokio::task::spawn_blocking(move || file.write(&meta, &data).map(|_| (meta, data)))
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -279,8 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let image = self.shared.tables.read().expect("tables lock").image();
         SnapshotBuilder {
-            dir: self.dir.clone(),
-            key: self.key.clone(),
+            file: self.file.clone(),
             image,
             last_applied: self.last_applied,
             membership: self.membership.clone(),
@@ -299,9 +355,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let image: TablesImage =
             serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let (dir, key) = (self.dir.clone(), self.key.clone());
+        let file = self.file.clone();
         let m = meta.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &key, &m, &data))
+        tokio::task::spawn_blocking(move || file.write(&m, &data))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -320,8 +376,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let (dir, key) = (self.dir.clone(), self.key.clone());
-        let found = tokio::task::spawn_blocking(move || read_snapshot_file(&dir, &key))
+        let file = self.file.clone();
+        let found = tokio::task::spawn_blocking(move || file.read())
             .await
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -351,16 +407,26 @@ mod tests {
         for needle in [&b"plain-text-4711"[..], b"snap-1"] {
             assert!(!raw.windows(needle.len()).any(|w| w == needle));
         }
-        let (m, d) = read_snapshot_file(dir.path(), &key).unwrap().unwrap();
+        let (m, d) = read_snapshot_file(dir.path(), std::slice::from_ref(&key))
+            .unwrap()
+            .unwrap();
         assert_eq!(m.snapshot_id, "snap-1");
         assert_eq!(d, data);
-        assert!(read_snapshot_file(dir.path(), &StoreKey::generate()).is_err());
+        assert!(read_snapshot_file(dir.path(), &[StoreKey::generate()]).is_err());
+        // Re-keyed, it opens with the new key only.
+        let file = SnapshotFile::new(dir.path(), std::slice::from_ref(&key));
+        let new = StoreKey::generate();
+        file.rekey(new.clone()).unwrap();
+        assert_eq!(file.key_in_use(), Some(new.id()));
+        assert!(read_snapshot_file(dir.path(), std::slice::from_ref(&key)).is_err());
+        let (_, d) = read_snapshot_file(dir.path(), &[new]).unwrap().unwrap();
+        assert_eq!(d, data);
         // A snapshot an older shoal wrote in clear still reads.
         let mut old = serde_json::to_vec(&meta).unwrap();
         old.push(b'\n');
         old.extend_from_slice(b"{}");
         std::fs::write(dir.path().join("snapshot.bin"), &old).unwrap();
-        let (m, d) = read_snapshot_file(dir.path(), &key).unwrap().unwrap();
+        let (m, d) = read_snapshot_file(dir.path(), &[key]).unwrap().unwrap();
         assert_eq!(
             (m.snapshot_id.as_str(), d.as_slice()),
             ("snap-1", &b"{}"[..])

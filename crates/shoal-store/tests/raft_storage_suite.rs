@@ -11,8 +11,8 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, sm) =
-            shoal_store::open(dir.path(), &shoal_store::StoreKey::generate()).expect("open store");
+        let (log, sm) = shoal_store::open(dir.path(), &[shoal_store::StoreKey::generate()])
+            .expect("open store");
         Ok((dir, log, sm))
     }
 }

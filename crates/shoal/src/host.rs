@@ -15,6 +15,7 @@ use shoal_net::lock::UnlockKey;
 use shoal_net::rpc::pb::{cluster_server::ClusterServer, raft_server::RaftServer};
 use shoal_net::rpc::DispatcherMessage;
 use shoal_net::tls::{self, ReloadableCert, TlsIncoming};
+use shoal_store::StoreKey;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -478,7 +479,7 @@ impl Host {
         let manager = if state.role == NodeRole::Manager {
             let cfg = ManagerConfig {
                 raft_dir: dir.raft_dir(),
-                data_key: dir.data_key()?,
+                data_keys: dir.data_keys()?,
                 node_id: state.node_id.clone(),
                 raft_id: state.raft_id,
                 cluster_id: state.cluster_id.clone(),
@@ -486,7 +487,13 @@ impl Host {
                 peers: Peers::new(manager_cfg.clone()),
                 node_peers: Peers::new(tls::peer_client_config(&ca, Some(reload.clone()))?),
             };
-            Some(Manager::start(cfg, bootstrap).await?)
+            let unfinished = cfg.data_keys.len() > 1;
+            let m = Manager::start(cfg, bootstrap).await?;
+            if unfinished {
+                // A re-keying was cut short: finish it with the current key.
+                rekey_store(dir, &m, None).await?;
+            }
+            Some(m)
         } else {
             None
         };
@@ -689,6 +696,23 @@ fn check_free(addr: std::net::SocketAddr) -> Result<(), ApiError> {
         .map_err(|e| ApiError::bad_request(format!("cannot listen on {addr}: {e}")))
 }
 
+/// Re-seals the Raft log and snapshot with `new` (or, to finish an
+/// interrupted re-keying, with the current data key), keeping the old keys
+/// in the key file until nothing needs them.
+async fn rekey_store(
+    dir: &DataDir,
+    manager: &Manager,
+    new: Option<StoreKey>,
+) -> anyhow::Result<()> {
+    let mut keys = dir.data_keys()?;
+    if let Some(k) = new {
+        keys.insert(0, k);
+        dir.set_data_keys(&keys)?;
+    }
+    manager.rekey(keys[0].clone()).await?;
+    dir.set_data_keys(&keys[..1])
+}
+
 /// Keeps this manager's key file sealed with the cluster's current unlock
 /// key (autolock on, key rotated) or in clear (autolock off).
 fn spawn_autolock(dir: DataDir, manager: Arc<Manager>, token: CancellationToken) {
@@ -700,12 +724,26 @@ fn spawn_autolock(dir: DataDir, manager: Arc<Manager>, token: CancellationToken)
                 .and_then(|k| UnlockKey::parse(&k));
             if want != dir.seal() {
                 let on = want.is_some();
+                let turned_on = on && dir.seal().is_none();
                 match dir.set_seal(want) {
                     Ok(()) if on => tracing::info!(
                         "autolock: the node key is sealed with the current unlock key"
                     ),
                     Ok(()) => tracing::info!("autolock off: the node key is stored in clear"),
                     Err(e) => tracing::warn!("autolock: could not rewrite the node key: {e:#}"),
+                }
+                if turned_on {
+                    // The data key was stored in clear until now: whoever
+                    // copied it could read what it seals, so the store
+                    // moves to a new one (as Swarm rotates its DEK).
+                    match rekey_store(&dir, &manager, Some(StoreKey::generate())).await {
+                        Ok(()) => {
+                            tracing::info!("autolock: the Raft store is sealed with a new data key")
+                        }
+                        Err(e) => {
+                            tracing::warn!("autolock: could not re-key the Raft store: {e:#}")
+                        }
+                    }
                 }
             }
             tokio::select! {

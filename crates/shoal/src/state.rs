@@ -171,17 +171,18 @@ impl DataDir {
         self.seal.lock().expect("lock").clone()
     }
 
-    /// Seals the private key and the store's data key with `key` (or
+    /// Seals the private key and the store's data keys with `key` (or
     /// stores them in clear with `None`).
     pub fn set_seal(&self, key: Option<UnlockKey>) -> anyhow::Result<()> {
-        let (pem, data_key) = self.read_key_file()?;
+        let (pem, data_keys) = self.read_key_file()?;
         *self.seal.lock().expect("lock") = key;
-        self.write_key_file(&pem, data_key.as_ref())
+        self.write_key_file(&pem, &data_keys)
     }
 
-    /// The node's private key PEM and the store's data key, if it has one,
-    /// from the key file (opened with the unlock key when sealed).
-    fn read_key_file(&self) -> anyhow::Result<(String, Option<StoreKey>)> {
+    /// The node's private key PEM and the store's data keys (the current
+    /// one first), from the key file (opened with the unlock key when
+    /// sealed).
+    fn read_key_file(&self) -> anyhow::Result<(String, Vec<StoreKey>)> {
         let path = self.key_file();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -197,26 +198,27 @@ impl DataDir {
             text
         };
         let Some(at) = text.find(DATA_KEY_BEGIN) else {
-            return Ok((text, None));
+            return Ok((text, Vec::new()));
         };
-        let b64 = text[at + DATA_KEY_BEGIN.len()..]
-            .split(DATA_KEY_END)
-            .next()
-            .unwrap_or_default();
-        let bytes: [u8; 32] = STANDARD
-            .decode(b64.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{}: the data key is damaged", path.display()))?;
-        Ok((text[..at].to_string(), Some(StoreKey::from_bytes(bytes))))
+        let mut keys = Vec::new();
+        for block in text[at..].split(DATA_KEY_BEGIN).skip(1) {
+            let b64 = block.split(DATA_KEY_END).next().unwrap_or_default();
+            let bytes: [u8; 32] = STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .with_context(|| format!("{}: a data key is damaged", path.display()))?;
+            keys.push(StoreKey::from_bytes(bytes));
+        }
+        Ok((text[..at].to_string(), keys))
     }
 
-    /// Writes the key file: the private key PEM, then the data key, sealed
+    /// Writes the key file: the private key PEM, then the data keys, sealed
     /// together with the unlock key when there is one (one file, so they
     /// are always sealed with the same key).
-    fn write_key_file(&self, pem: &str, data_key: Option<&StoreKey>) -> anyhow::Result<()> {
+    fn write_key_file(&self, pem: &str, data_keys: &[StoreKey]) -> anyhow::Result<()> {
         let mut plain = pem.to_string();
-        if let Some(k) = data_key {
+        for k in data_keys {
             plain.push_str(&format!(
                 "{DATA_KEY_BEGIN}\n{}\n{DATA_KEY_END}\n",
                 STANDARD.encode(k.bytes())
@@ -231,17 +233,25 @@ impl DataDir {
         Ok(())
     }
 
-    /// The key the Raft log and snapshots are sealed with (made on first
-    /// use). It is kept in the node's key file, so it is sealed with the
-    /// unlock key while autolock is on: a copied data dir reveals neither.
-    pub fn data_key(&self) -> anyhow::Result<StoreKey> {
-        let (pem, key) = self.read_key_file()?;
-        if let Some(k) = key {
-            return Ok(k);
+    /// The keys the Raft log and snapshots are sealed with, the one for
+    /// new writes first (made on first use; more than one only while a
+    /// re-keying is unfinished). They are kept in the node's key file, so
+    /// they are sealed with the unlock key while autolock is on: a copied
+    /// data dir reveals neither.
+    pub fn data_keys(&self) -> anyhow::Result<Vec<StoreKey>> {
+        let (pem, keys) = self.read_key_file()?;
+        if !keys.is_empty() {
+            return Ok(keys);
         }
-        let key = StoreKey::generate();
-        self.write_key_file(&pem, Some(&key))?;
-        Ok(key)
+        let keys = vec![StoreKey::generate()];
+        self.write_key_file(&pem, &keys)?;
+        Ok(keys)
+    }
+
+    /// Replaces the data keys (the current one first).
+    pub fn set_data_keys(&self, keys: &[StoreKey]) -> anyhow::Result<()> {
+        let (pem, _) = self.read_key_file()?;
+        self.write_key_file(&pem, keys)
     }
 
     fn node_json(&self) -> PathBuf {
@@ -314,9 +324,9 @@ impl DataDir {
         std::fs::create_dir_all(self.certs())?;
         write_atomic(&self.certs().join("ca.pem"), ca.as_bytes())?;
         write_atomic(&self.certs().join("node.pem"), cert.as_bytes())?;
-        // A renewed key keeps the store's data key.
-        let data_key = self.read_key_file().ok().and_then(|(_, k)| k);
-        self.write_key_file(key, data_key.as_ref())
+        // A renewed key keeps the store's data keys.
+        let data_keys = self.read_key_file().map(|(_, k)| k).unwrap_or_default();
+        self.write_key_file(key, &data_keys)
     }
 
     /// Removes everything that makes this directory a node.

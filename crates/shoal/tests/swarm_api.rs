@@ -428,6 +428,56 @@ fn autolock_seals_the_manager_key_until_unlocked() {
     });
     c.nodes[a].restart();
     assert_eq!(local_state(&c, a), "active");
+
+    // Turning autolock on again moves the store to a new data key (the old
+    // one sat in clear): the log is rewritten into new segment files.
+    let wal = c.nodes[a].dir.join("raft").join("wal");
+    let segments = || {
+        let mut v: Vec<String> = std::fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = segments();
+    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm", None);
+    let mut swarm: Value = serde_json::from_str(&out).unwrap();
+    let v = swarm["Version"]["Index"].as_u64().unwrap();
+    swarm["Spec"]["EncryptionConfig"]["AutoLockManagers"] = json!(true);
+    let (code, out) = post(
+        &c,
+        a,
+        &format!("/v1.41/swarm/update?version={v}"),
+        swarm["Spec"].clone(),
+    );
+    assert_eq!(code, 200, "{out}");
+    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm/unlockkey", None);
+    let key3 = serde_json::from_str::<Value>(&out).unwrap()["UnlockKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the store re-keyed", T, || {
+        let now = segments();
+        (!now.iter().any(|s| before.contains(s))).then_some(())
+    });
+    wait_for("the key sealed", T, || {
+        (!std::fs::read_to_string(&key_file)
+            .ok()?
+            .contains("PRIVATE KEY"))
+        .then_some(())
+    });
+    c.nodes[a].restart();
+    assert_eq!(local_state(&c, a), "locked");
+    let (code, out) = post(&c, a, "/v1.41/swarm/unlock", json!({"UnlockKey": key3}));
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = api(&c.nodes[a], "GET", "/v1.41/secrets", None);
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        out.contains("\"s1\""),
+        "the secret survived the re-keying: {out}"
+    );
 }
 
 #[test]
