@@ -4,6 +4,10 @@
 //!   reason), then offers it again. The worker reaches the real engine
 //!   (DOCKER_HOST) through `--engine-socket` pointing at a relay socket this
 //!   test controls, so "the engine is unreachable" is real for that node only;
+//! * it answers only after the node started (the relay is not listening
+//!   yet): the node offers no `docker` executor and container tasks wait,
+//!   then, once the relay listens, the node binds the engine, describes it
+//!   and runs the tasks in real containers, without a restart;
 //! * a task's container on a worker is reached through a manager that has
 //!   no engine: `docker exec` and `docker container inspect` go to the
 //!   engine of the node that runs it.
@@ -41,13 +45,18 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(path: PathBuf, engine: PathBuf) -> Relay {
-        let r = Relay {
+    /// A relay that does not listen yet (see [`Relay::restore`]).
+    fn new(path: PathBuf, engine: PathBuf) -> Relay {
+        Relay {
             path,
             engine,
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::default(),
-        };
+        }
+    }
+
+    fn start(path: PathBuf, engine: PathBuf) -> Relay {
+        let r = Relay::new(path, engine);
         r.restore();
         r
     }
@@ -83,7 +92,9 @@ impl Relay {
     }
 
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        if !self.up.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
         // Wake the accept loop so it sees `up` is false and drops the listener.
         let _ = UnixStream::connect(&self.path);
@@ -114,8 +125,103 @@ fn executors(c: &Cluster, node: &str) -> Vec<String> {
 }
 
 fn tasks(c: &Cluster) -> Vec<Value> {
-    let out = c.nodes[0].ok(&["service", "ps", "eng", "--format", "json"]);
+    service_tasks(c, "eng")
+}
+
+fn service_tasks(c: &Cluster, service: &str) -> Vec<Value> {
+    let out = c.nodes[0].ok(&["service", "ps", service, "--format", "json"]);
     serde_json::from_str(&out).unwrap()
+}
+
+fn node_description(c: &Cluster, node: &str) -> Value {
+    let out = c.nodes[0].ok(&["node", "inspect", node]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Description"].clone()
+}
+
+#[test]
+fn an_engine_that_answers_only_after_the_node_started_is_used() {
+    let Some(engine_path) = engine_socket() else {
+        eprintln!("SKIPPED late engine test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
+        return;
+    };
+    let _containers = ServiceContainers("late");
+    let mut c = Cluster::new();
+    // Nothing listens at the relay's path yet: the node starts without an engine.
+    let relay = Relay::new(c.tmp.path().join("late-relay.sock"), engine_path);
+    let via_relay = format!("unix://{}", relay.path.display());
+    c.init("m1", &["--engine-socket", &via_relay]);
+    assert!(!relay.path.exists());
+    assert!(!executors(&c, "m1").contains(&"docker".to_string()));
+
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "late",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    wait_for("the container task waits with the reason", T, || {
+        service_tasks(&c, "late")
+            .iter()
+            .any(|t| {
+                t["Status"]["State"] == "pending"
+                    && t["Status"]["Err"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("no suitable node")
+            })
+            .then_some(())
+    });
+    // Still without an engine a few engine checks later: nothing runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!executors(&c, "m1").contains(&"docker".to_string()));
+    assert!(service_tasks(&c, "late")
+        .iter()
+        .all(|t| t["Status"]["State"] == "pending"));
+
+    relay.restore();
+    wait_for("m1 offers docker", T, || {
+        executors(&c, "m1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    let engine_version = engine(&["version", "--format", "{{.Server.Version}}"]).unwrap();
+    assert_eq!(
+        node_description(&c, "m1")["Engine"]["EngineVersion"],
+        engine_version.trim()
+    );
+    let task = wait_for("the task runs in a container", T, || {
+        service_tasks(&c, "late")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running")
+    });
+    let cid = task["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = engine(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Name}}",
+        &cid,
+    ])
+    .unwrap();
+    assert_eq!(
+        running.trim(),
+        format!("true /late.1.{}", task["ID"].as_str().unwrap())
+    );
+    c.nodes[0].ok(&["service", "rm", "late"]);
+    wait_for("the container is removed", T, || {
+        engine(&["container", "inspect", &cid])
+            .is_none()
+            .then_some(())
+    });
 }
 
 #[test]

@@ -34,6 +34,7 @@
 mod error;
 mod executor;
 mod logs;
+mod slot;
 mod spec;
 
 pub use error::ExecError;
@@ -41,6 +42,7 @@ pub use executor::{
     exit_status, AdoptedContainer, AdoptedState, DockerExecutor, EngineInfo, HealthState,
     TaskHandle, DEFAULT_DOCKER_SOCKET,
 };
+pub use slot::EngineSlot;
 pub use spec::{
     ContainerLimits, ContainerReservations, ContainerTaskSpec, HealthcheckSpec, MountKind,
     MountSpec, UlimitSpec, DEFAULT_STOP_GRACE, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
