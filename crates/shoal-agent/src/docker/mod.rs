@@ -3,9 +3,14 @@
 //!
 //! ```text
 //!  agent ── DockerExecutor ──Engine API (unix socket)──▶ dockerd ──▶ container
-//!                │   create / start / wait / stop / rm / logs / inspect       `<service>.<slot>.<task_id>`
+//!                │   create / start / inspect / stop / rm / logs            `<service>.<slot>.<task_id>`
+//!                ├── one GET /events stream: start / die (exit code) / destroy of task containers
 //!                └── list by label com.shoal.task=1 (adoption after a restart)
 //! ```
+//!
+//! **Exits** come from the executor's one event stream (see `events.rs`),
+//! not from a `wait` request per container: a container costs the engine
+//! create, start and one inspect (its pid), then stop and remove.
 //!
 //! The engine is the containers' parent and keeps their state, so the
 //! executor keeps none: it finds a task's container by its labels, the
@@ -32,6 +37,7 @@
 //! messages (0: complete; otherwise failed, `task: non-zero exit (N)`).
 
 mod error;
+mod events;
 mod executor;
 mod logs;
 mod slot;
