@@ -7,7 +7,9 @@
 //! * it answers only after the node started (the relay is not listening
 //!   yet): the node offers no `docker` executor and container tasks wait,
 //!   then, once the relay listens, the node binds the engine, describes it
-//!   and runs the tasks in real containers, without a restart;
+//!   and runs the tasks in real containers, without a restart; a task
+//!   reported lost while a restarted node had no engine is replaced there
+//!   and its old container stopped once the engine answers;
 //! * a task's container on a worker is reached through a manager that has
 //!   no engine: `docker exec` and `docker container inspect` go to the
 //!   engine of the node that runs it.
@@ -222,6 +224,112 @@ fn an_engine_that_answers_only_after_the_node_started_is_used() {
             .is_none()
             .then_some(())
     });
+}
+
+/// The container of a task that was reported lost while the restarted
+/// node had no engine is stopped once the engine answers, and the
+/// replacement runs there: one container of the service runs in the end.
+#[test]
+fn a_late_engine_stops_the_container_of_a_task_lost_meanwhile() {
+    let Some(engine_path) = engine_socket() else {
+        eprintln!("SKIPPED late engine adoption test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
+        return;
+    };
+    let _containers = ServiceContainers("relost");
+    let mut c = Cluster::new();
+    let relay = Relay::start(c.tmp.path().join("relost-relay.sock"), engine_path);
+    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
+    c.init("m1", &["--engine-socket", &none]);
+    let via_relay = format!("unix://{}", relay.path.display());
+    let w1 = c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
+    wait_for("w1 offers docker", T, || {
+        executors(&c, "w1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "relost",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    let first = wait_for("the container runs on w1", T, || {
+        service_tasks(&c, "relost")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running")
+    });
+    let old = first["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // w1 restarts while its engine is out of reach: its task is lost.
+    c.nodes[w1].kill();
+    relay.cut();
+    c.nodes[w1].restart();
+    wait_for(
+        "the task is reported lost and its replacement waits",
+        T,
+        || {
+            let tasks = service_tasks(&c, "relost");
+            let lost = tasks
+                .iter()
+                .any(|t| t["ID"] == first["ID"] && t["Status"]["State"] == "failed");
+            let waiting = tasks.iter().any(|t| t["Status"]["State"] == "pending");
+            (lost && waiting).then_some(())
+        },
+    );
+    assert_eq!(
+        engine(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &old
+        ])
+        .unwrap()
+        .trim(),
+        "true"
+    );
+
+    relay.restore();
+    let replacement = wait_for("the replacement runs on w1", T, || {
+        service_tasks(&c, "relost")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running" && t["ID"] != first["ID"])
+    });
+    let new = replacement["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    wait_for("the lost task's container is stopped", T, || {
+        let running = engine(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &old,
+        ]);
+        (running.as_deref().map(str::trim) != Some("true")).then_some(())
+    });
+    let running = engine(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "label=com.docker.swarm.service.name=relost",
+    ])
+    .unwrap();
+    assert_eq!(
+        running.split_whitespace().collect::<Vec<_>>(),
+        vec![new.as_str()]
+    );
+    c.nodes[0].ok(&["service", "rm", "relost"]);
 }
 
 #[test]
