@@ -1,7 +1,7 @@
 //! The gRPC service every node serves to managers: task logs from this
 //! node's executors.
 
-use crate::docker::DockerExecutor;
+use crate::docker::EngineSlot;
 use crate::process::{LogOptions, OutputStream, ProcessExecutor};
 use futures::Stream;
 use shoal_net::pki::Role;
@@ -15,17 +15,13 @@ use tonic::{Request, Response, Status};
 /// Serves this node's task logs to the cluster's managers.
 pub struct NodeService {
     process: ProcessExecutor,
-    docker: Option<DockerExecutor>,
+    docker: EngineSlot,
     cluster_id: String,
 }
 
 impl NodeService {
     /// A service over this node's executors for the cluster `cluster_id`.
-    pub fn new(
-        process: ProcessExecutor,
-        docker: Option<DockerExecutor>,
-        cluster_id: &str,
-    ) -> NodeService {
+    pub fn new(process: ProcessExecutor, docker: EngineSlot, cluster_id: &str) -> NodeService {
         NodeService {
             process,
             docker,
@@ -66,7 +62,7 @@ impl Node for NodeService {
         self.manager_only(&req, "reach this node's Docker Engine")?;
         let host = self
             .docker
-            .as_ref()
+            .get()
             .map(|d| d.host().to_string())
             .ok_or_else(|| Status::unavailable("this node has no Docker Engine"))?;
         let path = host.strip_prefix("unix://").unwrap_or(&host).to_string();
@@ -107,7 +103,7 @@ impl Node for NodeService {
             };
             let lines = match self.process.logs(&task_id, opts.clone()).await {
                 Ok(l) => Ok(l),
-                Err(e) => match &self.docker {
+                Err(e) => match self.docker.get() {
                     Some(d) => d.logs(&task_id, opts).await.map_err(|e| e.to_string()),
                     None => Err(e.to_string()),
                 },

@@ -13,7 +13,7 @@
 //! status. A task the store believes started but that is not on this node
 //! any more is reported failed, so the orchestrator replaces it.
 
-use crate::docker::{self, DockerExecutor};
+use crate::docker::{self, DockerExecutor, EngineSlot};
 use crate::process::{
     AdoptedState, ExecError, ExitOutcome, ExitStatus, ProcessExecutor, ProcessTaskSpec,
     ResourceLimits, StopSignal,
@@ -47,7 +47,8 @@ struct Local {
 pub struct Worker {
     node_id: String,
     process: ProcessExecutor,
-    docker: Option<DockerExecutor>,
+    /// The docker executor, bound when the node's engine first answers.
+    docker: EngineSlot,
     status: mpsc::UnboundedSender<Vec<TaskStatusReport>>,
     local: Arc<Mutex<HashMap<String, Local>>>,
     /// Task starts in progress at once: a burst of hundreds of assignments
@@ -123,12 +124,12 @@ pub fn process_spec(
 }
 
 impl Worker {
-    /// A worker using `process` (and `docker` when the node has an engine),
-    /// reporting through `status`.
+    /// A worker using `process` (and the executor in `docker` once the
+    /// node's engine is found: at start or later), reporting through `status`.
     pub fn new(
         node_id: &str,
         process: ProcessExecutor,
-        docker: Option<DockerExecutor>,
+        docker: EngineSlot,
         status: mpsc::UnboundedSender<Vec<TaskStatusReport>>,
     ) -> Worker {
         Worker {
@@ -162,7 +163,7 @@ impl Worker {
     }
 
     async fn exec_wait(&self, id: &str) -> Result<ExitStatus, String> {
-        match (self.exec_of(id), &self.docker) {
+        match (self.exec_of(id), self.docker.get()) {
             (Exec::Docker, Some(d)) => d.wait(id).await.map_err(|e| e.to_string()),
             (Exec::Docker, None) => Err("no container engine".into()),
             (Exec::Process, _) => self.process.wait(id).await.map_err(|e| e.to_string()),
@@ -170,7 +171,7 @@ impl Worker {
     }
 
     async fn exec_remove(&self, id: &str, exec: Exec) {
-        let r = match (exec, &self.docker) {
+        let r = match (exec, self.docker.get()) {
             (Exec::Docker, Some(d)) => d.remove(id).await.map_err(|e| e.to_string()),
             (Exec::Docker, None) => Ok(()),
             (Exec::Process, _) => self.process.remove(id).await.map_err(|e| e.to_string()),
@@ -227,7 +228,16 @@ impl Worker {
             }
             Err(e) => tracing::warn!("could not list local tasks: {e}"),
         }
-        let Some(d) = &self.docker else { return };
+        if let Some(d) = self.docker.get() {
+            self.adopt_containers(&d).await;
+        }
+    }
+
+    /// Re-adopts this node's containers found in `d`'s engine: at start, or
+    /// when the engine first answers after the node started. A task already
+    /// known here is not adopted twice; one reported lost meanwhile (its
+    /// container was out of reach) is stopped, as it has been replaced.
+    pub async fn adopt_containers(&self, d: &DockerExecutor) {
         let found = match d.list().await {
             Ok(f) => f,
             Err(e) => {
@@ -237,6 +247,27 @@ impl Worker {
         };
         for c in found.into_iter().filter(|c| c.node_id == self.node_id) {
             let id = c.task_id.clone();
+            let lost = {
+                let mut l = self.local.lock().expect("lock");
+                match l.get_mut(&id) {
+                    Some(known) if known.exec == Exec::Docker => continue,
+                    Some(known) => {
+                        known.exec = Exec::Docker;
+                        known.stopping = true;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if lost {
+                if let docker::AdoptedState::Running(_) = c.state {
+                    let me = self.clone();
+                    tokio::spawn(
+                        async move { me.stop_task(&id, docker::DEFAULT_STOP_GRACE).await },
+                    );
+                }
+                continue;
+            }
             self.track(&id, TaskState::Running, Exec::Docker);
             match c.state {
                 docker::AdoptedState::Running(h) => {
@@ -375,7 +406,7 @@ impl Worker {
 
     async fn run_container(&self, task: &Task, service_name: &str) {
         let id = task.id.clone();
-        let Some(d) = &self.docker else {
+        let Some(d) = self.docker.get() else {
             return self
                 .send(report(
                     &id,
@@ -462,7 +493,7 @@ impl Worker {
     }
 
     async fn stop_task(&self, id: &str, grace: Duration) {
-        let r = match (self.exec_of(id), &self.docker) {
+        let r = match (self.exec_of(id), self.docker.get()) {
             (Exec::Docker, Some(d)) => match d.shutdown(id, grace).await {
                 Ok(_) | Err(docker::ExecError::NotFound(_)) => Ok(()),
                 Err(e) => Err(e.to_string()),

@@ -836,3 +836,160 @@ async fn an_engine_that_goes_away_is_reported_as_unavailable() {
         Err(ExecError::EngineUnavailable(_))
     ));
 }
+
+/// A unix-socket relay to the engine that counts the HTTP requests going
+/// through it, by method and path (IDs and queries left out).
+struct CountingRelay {
+    path: std::path::PathBuf,
+    counts: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    accept: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl CountingRelay {
+    fn start(engine: &str) -> CountingRelay {
+        let engine = engine.strip_prefix("unix://").unwrap_or(engine).to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let c = counts.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::UnixStream::connect(&engine).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        count_requests(&mut seen, &c);
+                    }
+                    let _ = sw.shutdown().await;
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+            }
+        });
+        CountingRelay {
+            path,
+            counts,
+            accept,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn count(&self, key: &str) -> usize {
+        self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    fn all(&self) -> HashMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Counts the complete request lines in `seen` (`METHOD /path HTTP/1.1`),
+/// keeping the unfinished tail.
+fn count_requests(seen: &mut Vec<u8>, counts: &std::sync::Mutex<HashMap<String, usize>>) {
+    let mut start = 0;
+    while let Some(end) = seen[start..].windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&seen[start..start + end]).to_string();
+        start += end + 2;
+        let mut parts = line.split(' ');
+        let (Some(method), Some(target), Some(version)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !version.starts_with("HTTP/1.") {
+            continue;
+        }
+        let path = target.split('?').next().unwrap_or_default();
+        let path = path
+            .strip_prefix("/v1.")
+            .and_then(|p| p.split_once('/').map(|(_, rest)| format!("/{rest}")))
+            .unwrap_or_else(|| path.to_string());
+        // /containers/{id}/start → /containers/{}/start
+        let mut segments: Vec<&str> = path.split('/').collect();
+        if segments.len() >= 3
+            && segments[1] == "containers"
+            && segments[2] != "create"
+            && segments[2] != "json"
+        {
+            segments[2] = "{}";
+        }
+        let key = format!("{method} {}", segments.join("/"));
+        *counts.lock().unwrap().entry(key).or_default() += 1;
+    }
+    seen.drain(..start);
+}
+
+/// What a container costs the engine: create, start and one inspect each;
+/// its exit comes from the executor's one event stream (no `wait` request,
+/// no inspect when it ends), and a shutdown adds only the stop.
+#[tokio::test]
+async fn exits_come_from_one_event_stream_not_a_request_per_container() {
+    let Some(h) = Harness::new("events").await else {
+        return;
+    };
+    let relay = CountingRelay::start(&h.host);
+    let exec = DockerExecutor::connect_to(&relay.host()).await.unwrap();
+    let specs: Vec<_> = (0..3)
+        .map(|i| {
+            h.sh(
+                &format!("events-{i}"),
+                &format!("sleep 0.3; exit {}", i + 3),
+            )
+        })
+        .collect();
+    for spec in &specs {
+        exec.start(spec.clone()).await.unwrap();
+    }
+    let long = h.sh("events-long", "sleep 1000");
+    exec.start(long.clone()).await.unwrap();
+    for (i, spec) in specs.iter().enumerate() {
+        let status = tokio::time::timeout(SOON, exec.wait(&spec.task_id))
+            .await
+            .expect("no exit within 20 s")
+            .unwrap();
+        assert_eq!(status.code, Some(i as i32 + 3));
+    }
+    let status = exec
+        .shutdown(&long.task_id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(status.code, Some(137));
+    // Asked again: answered from what the stream said.
+    let again = exec.wait(&specs[0].task_id).await.unwrap();
+    assert_eq!(again.code, Some(3));
+
+    let counts = relay.all();
+    assert_eq!(relay.count("POST /containers/create"), 4, "{counts:?}");
+    assert_eq!(relay.count("POST /containers/{}/start"), 4, "{counts:?}");
+    assert_eq!(relay.count("GET /containers/{}/json"), 4, "{counts:?}");
+    assert_eq!(relay.count("POST /containers/{}/stop"), 1, "{counts:?}");
+    assert_eq!(relay.count("POST /containers/{}/wait"), 0, "{counts:?}");
+    assert_eq!(relay.count("GET /events"), 1, "{counts:?}");
+    for spec in specs.iter().chain([&long]) {
+        exec.remove(&spec.task_id).await.unwrap();
+    }
+}

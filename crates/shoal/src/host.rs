@@ -4,7 +4,7 @@
 //! (running as manager or worker) — on `POST /swarm/init`, `/swarm/join`,
 //! `/swarm/leave` and `/swarm/unlock`, and on role changes.
 
-use crate::node::{self, describe, detect_engine, InitOptions, JoinFailure, StartArgs};
+use crate::node::{self, describe, InitOptions, JoinFailure, StartArgs};
 use crate::state::DataDir;
 use anyhow::Context;
 use shoal_api::{InitRequest, JoinRequest, NodeRole};
@@ -504,7 +504,19 @@ impl Host {
         ];
         let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
         let mut description = describe(state.hostname_override.as_deref());
-        let docker = detect_engine(&mut description, state.engine_socket.as_deref()).await;
+        // The engine may answer only later: the engine watch binds it then.
+        let engine_hosts = node::engine_candidates(state.engine_socket.as_deref());
+        let without_engine = description.clone();
+        let docker = match node::find_engine(&mut description, &engine_hosts).await {
+            Ok(d) => Some(d),
+            Err(why) => {
+                tracing::info!(
+                    "no Docker Engine yet: container tasks run elsewhere until one answers ({why})"
+                );
+                None
+            }
+        };
+        let docker = shoal_agent::docker::EngineSlot::new(docker);
         let grpc = {
             let node_service = shoal_net::rpc::pb::node_server::NodeServer::new(
                 shoal_agent::node_service::NodeService::new(
@@ -557,9 +569,16 @@ impl Host {
             shoal_agent::worker::Worker::new(&state.node_id, process, docker.clone(), status_tx);
         worker.adopt().await;
         let (describe_tx, describe_rx) = tokio::sync::watch::channel(description.clone());
-        if let Some(d) = &docker {
-            spawn_engine_watch(d.clone(), description, describe_tx, token.clone());
-        }
+        spawn_engine_watch(
+            EngineWatch {
+                slot: docker,
+                hosts: engine_hosts,
+                without_engine,
+                worker: worker.clone(),
+                describe: describe_tx,
+            },
+            token.clone(),
+        );
         tokio::spawn(shoal_agent::session::run(
             shoal_agent::session::SessionConfig {
                 addr: state.advertise_addr.clone(),
@@ -754,26 +773,52 @@ fn spawn_autolock(dir: DataDir, manager: Arc<Manager>, token: CancellationToken)
     });
 }
 
-/// Watches the node's Docker Engine: when it stops answering, the node stops
-/// offering the `docker` executor (new container tasks go elsewhere; tasks
-/// that fail meanwhile are replaced by the orchestrators); when it answers
-/// again, the executor comes back.
-fn spawn_engine_watch(
-    docker: shoal_agent::docker::DockerExecutor,
-    with_engine: shoal_api::NodeDescription,
+/// What the engine watch works with.
+struct EngineWatch {
+    /// The node's docker executor, empty until an engine answers.
+    slot: shoal_agent::docker::EngineSlot,
+    /// Where to look for an engine while there is none.
+    hosts: Vec<String>,
+    /// The node's description without any engine.
+    without_engine: shoal_api::NodeDescription,
+    worker: shoal_agent::worker::Worker,
     describe: tokio::sync::watch::Sender<shoal_api::NodeDescription>,
-    token: CancellationToken,
-) {
-    let mut without = with_engine.clone();
-    without.executors.retain(|e| e != "docker");
+}
+
+/// Watches the node's Docker Engine every [`ENGINE_CHECK`]. While the node
+/// has none, it looks for one: the first that answers is bound (the worker
+/// and node service use it from then on), its containers are re-adopted and
+/// the node starts offering the `docker` executor. When the bound engine
+/// stops answering, the node stops offering the executor (new container
+/// tasks go elsewhere; tasks that fail meanwhile are replaced by the
+/// orchestrators); when it answers again, the executor comes back.
+fn spawn_engine_watch(w: EngineWatch, token: CancellationToken) {
+    let mut without = w.without_engine.clone();
     without.engine.engine_version = String::new();
     tokio::spawn(async move {
-        let mut up = true;
+        let mut up = w.slot.get().is_some();
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(ENGINE_CHECK) => {}
             }
+            let Some(docker) = w.slot.get() else {
+                let mut d = w.without_engine.clone();
+                let found = tokio::select! {
+                    _ = token.cancelled() => return,
+                    found = node::find_engine(&mut d, &w.hosts) => found,
+                };
+                match found {
+                    Ok(engine) => {
+                        w.slot.set(engine.clone());
+                        w.worker.adopt_containers(&engine).await;
+                        up = true;
+                        w.describe.send_replace(d);
+                    }
+                    Err(why) => tracing::debug!("still no Docker Engine: {why}"),
+                }
+                continue;
+            };
             let ping = match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("no answer within 5s".to_string()),
@@ -782,14 +827,14 @@ fn spawn_engine_watch(
                 (Err(e), true) => {
                     tracing::warn!(engine = %docker.host(), "the Docker Engine stopped answering: container tasks go elsewhere ({e})");
                     up = false;
-                    describe.send_replace(without.clone());
+                    w.describe.send_replace(without.clone());
                 }
                 (Ok(()), false) => {
-                    let mut d = with_engine.clone();
+                    let mut d = w.without_engine.clone();
                     if node::describe_engine(&mut d, &docker).await {
                         tracing::info!(engine = %docker.host(), "the Docker Engine answers again");
                         up = true;
-                        describe.send_replace(d);
+                        w.describe.send_replace(d);
                     }
                 }
                 _ => {}

@@ -109,27 +109,31 @@ pub fn describe(hostname: Option<&str>) -> NodeDescription {
     }
 }
 
-/// Finds the node's Docker Engine (`--engine-socket`, else DOCKER_HOST,
-/// else /var/run/docker.sock); when one answers, the node offers the
-/// `docker` executor and describes the engine, and the API's engine
-/// passthrough uses the same engine.
-pub async fn detect_engine(
-    description: &mut NodeDescription,
-    explicit: Option<&str>,
-) -> Option<shoal_agent::docker::DockerExecutor> {
-    let env = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.trim().is_empty());
-    let candidates: Vec<String> = match explicit {
+/// Where the node looks for its Docker Engine: `--engine-socket`, else
+/// DOCKER_HOST and /var/run/docker.sock.
+pub fn engine_candidates(explicit: Option<&str>) -> Vec<String> {
+    match explicit {
         Some(e) => vec![e.to_string()],
-        None => env
+        None => std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
             .into_iter()
             .chain(std::iter::once("unix:///var/run/docker.sock".to_string()))
             .collect(),
-    };
-    let mut last = String::new();
+    }
+}
+
+/// Finds the node's Docker Engine among `candidates` ([`engine_candidates`]);
+/// when one answers, the node offers the `docker` executor and describes the
+/// engine, and the API's engine passthrough uses the same engine. `Err` says
+/// why none answered.
+pub async fn find_engine(
+    description: &mut NodeDescription,
+    candidates: &[String],
+) -> Result<shoal_agent::docker::DockerExecutor, String> {
+    let mut last = String::from("no engine address");
     for host in candidates {
-        let d = match shoal_agent::docker::DockerExecutor::connect_to(&host).await {
+        let d = match shoal_agent::docker::DockerExecutor::connect_to(host).await {
             Ok(d) => d,
             Err(e) => {
                 last = e.to_string();
@@ -139,11 +143,11 @@ pub async fn detect_engine(
         if describe_engine(description, &d).await {
             shoal_manager::api::use_engine(d.host());
             tracing::info!(engine = %d.host(), "Docker Engine found: the docker executor is available");
-            return Some(d);
+            return Ok(d);
         }
+        last = format!("{host}: the engine does not describe itself");
     }
-    tracing::info!("no Docker Engine: container tasks will run elsewhere ({last})");
-    None
+    Err(last)
 }
 
 /// Adds the engine to `description`; false when it does not answer.

@@ -4,6 +4,12 @@
 //!   reason), then offers it again. The worker reaches the real engine
 //!   (DOCKER_HOST) through `--engine-socket` pointing at a relay socket this
 //!   test controls, so "the engine is unreachable" is real for that node only;
+//! * it answers only after the node started (the relay is not listening
+//!   yet): the node offers no `docker` executor and container tasks wait,
+//!   then, once the relay listens, the node binds the engine, describes it
+//!   and runs the tasks in real containers, without a restart; a task
+//!   replaced while its restarted node had no engine has its old container
+//!   stopped once the engine answers, and the replacement runs there;
 //! * a task's container on a worker is reached through a manager that has
 //!   no engine: `docker exec` and `docker container inspect` go to the
 //!   engine of the node that runs it.
@@ -41,13 +47,18 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(path: PathBuf, engine: PathBuf) -> Relay {
-        let r = Relay {
+    /// A relay that does not listen yet (see [`Relay::restore`]).
+    fn new(path: PathBuf, engine: PathBuf) -> Relay {
+        Relay {
             path,
             engine,
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::default(),
-        };
+        }
+    }
+
+    fn start(path: PathBuf, engine: PathBuf) -> Relay {
+        let r = Relay::new(path, engine);
         r.restore();
         r
     }
@@ -83,7 +94,9 @@ impl Relay {
     }
 
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        if !self.up.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
         // Wake the accept loop so it sees `up` is false and drops the listener.
         let _ = UnixStream::connect(&self.path);
@@ -114,8 +127,207 @@ fn executors(c: &Cluster, node: &str) -> Vec<String> {
 }
 
 fn tasks(c: &Cluster) -> Vec<Value> {
-    let out = c.nodes[0].ok(&["service", "ps", "eng", "--format", "json"]);
+    service_tasks(c, "eng")
+}
+
+fn service_tasks(c: &Cluster, service: &str) -> Vec<Value> {
+    let out = c.nodes[0].ok(&["service", "ps", service, "--format", "json"]);
     serde_json::from_str(&out).unwrap()
+}
+
+fn node_description(c: &Cluster, node: &str) -> Value {
+    let out = c.nodes[0].ok(&["node", "inspect", node]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["Description"].clone()
+}
+
+#[test]
+fn an_engine_that_answers_only_after_the_node_started_is_used() {
+    let Some(engine_path) = engine_socket() else {
+        eprintln!("SKIPPED late engine test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
+        return;
+    };
+    let _containers = ServiceContainers("late");
+    let mut c = Cluster::new();
+    // Nothing listens at the relay's path yet: the node starts without an engine.
+    let relay = Relay::new(c.tmp.path().join("late-relay.sock"), engine_path);
+    let via_relay = format!("unix://{}", relay.path.display());
+    c.init("m1", &["--engine-socket", &via_relay]);
+    assert!(!relay.path.exists());
+    assert!(!executors(&c, "m1").contains(&"docker".to_string()));
+
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "late",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    wait_for("the container task waits with the reason", T, || {
+        service_tasks(&c, "late")
+            .iter()
+            .any(|t| {
+                t["Status"]["State"] == "pending"
+                    && t["Status"]["Err"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("no suitable node")
+            })
+            .then_some(())
+    });
+    // Still without an engine a few engine checks later: nothing runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!executors(&c, "m1").contains(&"docker".to_string()));
+    assert!(service_tasks(&c, "late")
+        .iter()
+        .all(|t| t["Status"]["State"] == "pending"));
+
+    relay.restore();
+    wait_for("m1 offers docker", T, || {
+        executors(&c, "m1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    let engine_version = engine(&["version", "--format", "{{.Server.Version}}"]).unwrap();
+    assert_eq!(
+        node_description(&c, "m1")["Engine"]["EngineVersion"],
+        engine_version.trim()
+    );
+    let task = wait_for("the task runs in a container", T, || {
+        service_tasks(&c, "late")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running")
+    });
+    let cid = task["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = engine(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Name}}",
+        &cid,
+    ])
+    .unwrap();
+    assert_eq!(
+        running.trim(),
+        format!("true /late.1.{}", task["ID"].as_str().unwrap())
+    );
+    c.nodes[0].ok(&["service", "rm", "late"]);
+    wait_for("the container is removed", T, || {
+        engine(&["container", "inspect", &cid])
+            .is_none()
+            .then_some(())
+    });
+}
+
+/// The container of a task replaced while its restarted node had no engine
+/// (the node offered no `docker` executor, or reported the task lost) is
+/// stopped once the engine answers, and the replacement runs there: one
+/// container of the service runs in the end.
+#[test]
+fn a_late_engine_stops_the_container_of_a_task_replaced_meanwhile() {
+    let Some(engine_path) = engine_socket() else {
+        eprintln!("SKIPPED late engine adoption test: no Docker Engine with local/busybox:1 at DOCKER_HOST");
+        return;
+    };
+    let _containers = ServiceContainers("relost");
+    let mut c = Cluster::new();
+    let relay = Relay::start(c.tmp.path().join("relost-relay.sock"), engine_path);
+    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
+    c.init("m1", &["--engine-socket", &none]);
+    let via_relay = format!("unix://{}", relay.path.display());
+    let w1 = c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
+    wait_for("w1 offers docker", T, || {
+        executors(&c, "w1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    c.nodes[0].ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "relost",
+        "local/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    let first = wait_for("the container runs on w1", T, || {
+        service_tasks(&c, "relost")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running")
+    });
+    let old = first["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // w1 restarts while its engine is out of reach: its task is replaced.
+    c.nodes[w1].kill();
+    relay.cut();
+    c.nodes[w1].restart();
+    wait_for("the task is replaced and its replacement waits", T, || {
+        let tasks = service_tasks(&c, "relost");
+        let replaced = tasks.iter().any(|t| {
+            t["ID"] == first["ID"]
+                && (t["DesiredState"] == "shutdown" || t["Status"]["State"] == "failed")
+        });
+        let waiting = tasks.iter().any(|t| t["Status"]["State"] == "pending");
+        (replaced && waiting).then_some(())
+    });
+    assert_eq!(
+        engine(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &old
+        ])
+        .unwrap()
+        .trim(),
+        "true"
+    );
+
+    relay.restore();
+    let replacement = wait_for("the replacement runs on w1", T, || {
+        service_tasks(&c, "relost")
+            .into_iter()
+            .find(|t| t["Status"]["State"] == "running" && t["ID"] != first["ID"])
+    });
+    let new = replacement["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    wait_for("the lost task's container is stopped", T, || {
+        let running = engine(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &old,
+        ]);
+        (running.as_deref().map(str::trim) != Some("true")).then_some(())
+    });
+    let running = engine(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "label=com.docker.swarm.service.name=relost",
+    ])
+    .unwrap();
+    assert_eq!(
+        running.split_whitespace().collect::<Vec<_>>(),
+        vec![new.as_str()]
+    );
+    c.nodes[0].ok(&["service", "rm", "relost"]);
 }
 
 #[test]

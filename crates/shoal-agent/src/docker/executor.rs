@@ -1,10 +1,17 @@
 //! [`DockerExecutor`]: the agent's side of container tasks, through the
 //! node's Docker Engine API. The engine is the containers' parent and keeps
-//! their state; the executor keeps nothing but a task ID → container ID
-//! cache, so a new executor (after an agent restart) finds everything again
-//! by label.
+//! their state; the executor keeps a task ID → container ID cache and what
+//! its one event stream said about the containers ([`Exits`]), so a new
+//! executor (after an agent restart) finds everything again by label.
+//!
+//! Engine API requests per task container: `POST /containers/create`,
+//! `POST /containers/{id}/start`, `GET /containers/{id}/json` (the pid and
+//! start time for the task status), and, when it ends, `stop` and `DELETE`.
+//! Its exit comes from the executor's `GET /events` stream (shared by all
+//! containers); images are looked up once per burst ([`IMAGE_FRESH`]).
 
 use crate::docker::error::{classify, ExecError, Failure};
+use crate::docker::events::{self, Exits, Outcome, Waiting};
 use crate::docker::logs;
 use crate::docker::spec::{
     grace_seconds, validate_task_id, ContainerTaskSpec, LABEL_NODE_ID, LABEL_SERVICE_ID,
@@ -17,7 +24,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use std::collections::{BTreeMap, HashMap};
@@ -35,8 +42,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra time, beyond the grace period, the engine gets to answer a stop.
 const STOP_SLACK: Duration = Duration::from_secs(30);
-/// Pause before asking again when `wait` ended while the container runs.
-const WAIT_RETRY: Duration = Duration::from_millis(100);
 /// How long an image found in the engine counts as there: a burst of one
 /// service's tasks asks the engine once, not once per task.
 const IMAGE_FRESH: Duration = Duration::from_secs(5);
@@ -126,6 +131,16 @@ struct Inner {
     /// Image → when it was last found in the engine; its lock makes
     /// concurrent checks of one image wait for the first.
     images: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// The containers' starts and exits, from the engine's event stream.
+    exits: Arc<Exits>,
+    /// The task reading that stream (stopped with the last clone).
+    events: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
 }
 
 impl DockerExecutor {
@@ -158,12 +173,16 @@ impl DockerExecutor {
             .await
             .map_err(|_| unavailable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unavailable(detail(e)))?;
+        let exits = Arc::new(Exits::default());
+        let events = events::spawn_reader(docker.clone(), exits.clone()).abort_handle();
         Ok(DockerExecutor {
             inner: Arc::new(Inner {
                 docker,
                 host: host.to_string(),
                 containers: Mutex::new(HashMap::new()),
                 images: Mutex::new(HashMap::new()),
+                exits,
+                events,
             }),
         })
     }
@@ -311,6 +330,7 @@ impl DockerExecutor {
                 Failure::Other(m) => ExecError::StartFailed(m),
             })?;
         self.remember(&spec.task_id, &created.id);
+        self.inner.exits.created(&created.id);
         for warning in &created.warnings {
             tracing::warn!(task_id = %spec.task_id, %warning, "engine warning creating container");
         }
@@ -322,6 +342,9 @@ impl DockerExecutor {
                 Failure::NotFound(_) => ExecError::NotFound(spec.task_id.clone()),
                 Failure::Conflict(m) | Failure::Other(m) => ExecError::StartFailed(m),
             })?;
+        self.inner.exits.started(&created.id);
+        // The pid (`ContainerStatus.PID`, as Swarm reports it) is in no
+        // response or event: one inspect.
         let inspect = self.inspect(&spec.task_id, &created.id).await?;
         let state = inspect.state.unwrap_or_default();
         Ok(TaskHandle {
@@ -333,27 +356,36 @@ impl DockerExecutor {
         })
     }
 
-    /// Resolves when the container has stopped, with how it ended.
+    /// Resolves when the container has stopped, with how it ended: from
+    /// the executor's event stream (a container it knows nothing about yet
+    /// is inspected once). `EngineUnavailable` if the stream breaks first.
     pub async fn wait(&self, task_id: &str) -> Result<ExitStatus, ExecError> {
         let id = self.container_id(task_id).await?;
-        let docker = self.docker();
         loop {
-            let options = WaitContainerOptions {
-                condition: "not-running".into(),
-            };
-            let mut waiting = Box::pin(docker.wait_container(&id, Some(options)));
-            match waiting.next().await {
-                None | Some(Ok(_)) | Some(Err(EngineError::DockerContainerWaitError { .. })) => {}
-                Some(Err(EngineError::RequestTimeoutError)) => continue,
-                Some(Err(e)) => return Err(self.task_error(task_id, e)),
+            match self.inner.exits.wait_for(&id) {
+                Waiting::Exited(status) => return Ok(status),
+                Waiting::Unknown => {
+                    let state = self.inspect(task_id, &id).await?.state.unwrap_or_default();
+                    let exited = match adopted_state(task_id, &id, &state) {
+                        AdoptedState::Exited(status) => Some(status),
+                        AdoptedState::Running(_) => None,
+                    };
+                    self.inner.exits.observe(&id, exited);
+                }
+                Waiting::Running(rx) => {
+                    return match rx.await {
+                        Ok(Outcome::Exited(status)) => Ok(status),
+                        Ok(Outcome::Gone) => {
+                            self.forget(task_id);
+                            Err(ExecError::NotFound(task_id.to_string()))
+                        }
+                        Ok(Outcome::Unavailable(m)) => Err(ExecError::EngineUnavailable(m)),
+                        Err(_) => Err(ExecError::EngineUnavailable(
+                            "the executor stopped".to_string(),
+                        )),
+                    }
+                }
             }
-            drop(waiting);
-            let state = self.inspect(task_id, &id).await?.state.unwrap_or_default();
-            if let AdoptedState::Exited(status) = adopted_state(task_id, &id, &state) {
-                return Ok(status);
-            }
-            // The wait ended early (engine restart, ...): ask again.
-            tokio::time::sleep(WAIT_RETRY).await;
         }
     }
 
@@ -394,6 +426,7 @@ impl DockerExecutor {
         };
         let result = self.docker().remove_container(&id, Some(options)).await;
         self.forget(task_id);
+        self.inner.exits.forget(&id);
         match result {
             Ok(()) => Ok(()),
             Err(e) => match classify(e) {
@@ -435,6 +468,11 @@ impl DockerExecutor {
             };
             if let Some(container) = adopted(&inspect) {
                 self.remember(&container.task_id, &container.container_id);
+                let exited = match &container.state {
+                    AdoptedState::Exited(status) => Some(status.clone()),
+                    AdoptedState::Running(_) => None,
+                };
+                self.inner.exits.observe(&container.container_id, exited);
                 found.push(container);
             }
         }

@@ -3,9 +3,14 @@
 //!
 //! ```text
 //!  agent ── DockerExecutor ──Engine API (unix socket)──▶ dockerd ──▶ container
-//!                │   create / start / wait / stop / rm / logs / inspect       `<service>.<slot>.<task_id>`
+//!                │   create / start / inspect / stop / rm / logs            `<service>.<slot>.<task_id>`
+//!                ├── one GET /events stream: start / die (exit code) / destroy of task containers
 //!                └── list by label com.shoal.task=1 (adoption after a restart)
 //! ```
+//!
+//! **Exits** come from the executor's one event stream (see `events.rs`),
+//! not from a `wait` request per container: a container costs the engine
+//! create, start and one inspect (its pid), then stop and remove.
 //!
 //! The engine is the containers' parent and keeps their state, so the
 //! executor keeps none: it finds a task's container by its labels, the
@@ -32,8 +37,10 @@
 //! messages (0: complete; otherwise failed, `task: non-zero exit (N)`).
 
 mod error;
+mod events;
 mod executor;
 mod logs;
+mod slot;
 mod spec;
 
 pub use error::ExecError;
@@ -41,6 +48,7 @@ pub use executor::{
     exit_status, AdoptedContainer, AdoptedState, DockerExecutor, EngineInfo, HealthState,
     TaskHandle, DEFAULT_DOCKER_SOCKET,
 };
+pub use slot::EngineSlot;
 pub use spec::{
     ContainerLimits, ContainerReservations, ContainerTaskSpec, HealthcheckSpec, MountKind,
     MountSpec, UlimitSpec, DEFAULT_STOP_GRACE, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
