@@ -39,10 +39,12 @@ impl IdKey {
 
     fn as_str(&self) -> &str {
         match self {
-            IdKey::Inline { len, bytes } => {
-                // Copied from a `&str` whole, so always valid UTF-8.
-                std::str::from_utf8(&bytes[..*len as usize]).expect("an ID is UTF-8")
-            }
+            // SAFETY: the bytes were copied whole from a `&str` (`new`), so
+            // they are valid UTF-8. Checking them again on every comparison
+            // of a lookup would cost more than the inline key saves.
+            IdKey::Inline { len, bytes } => unsafe {
+                std::str::from_utf8_unchecked(&bytes[..*len as usize])
+            },
             IdKey::Heap(s) => s,
         }
     }
