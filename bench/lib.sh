@@ -112,7 +112,8 @@ spawn() { # spawn NAME ARGS... : start a daemon, record its PID
 wait_api() { # wait_api NAME [TIMEOUT_S]
   local n=$1 t=${2:-30} i
   for ((i = 0; i < t * 20; i++)); do
-    ours "${PID[$n]}" || { tail -20 "$TMP/$n.log" >&2; die "$n exited"; }
+    # (checked twice: while nice execs the daemon, /proc briefly shows neither)
+    ours "${PID[$n]}" || { sleep 0.1; ours "${PID[$n]}"; } || { tail -20 "$TMP/$n.log" >&2; die "$n exited"; }
     cli "$n" info --format json >/dev/null 2>&1 && return 0
     sleep 0.05
   done

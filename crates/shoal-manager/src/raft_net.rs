@@ -1,5 +1,8 @@
 //! openraft's network over gRPC: each Raft RPC is one unary call carrying
 //! the openraft message as JSON; snapshots go whole, as raw bytes.
+//!
+//! The replication streams to the followers send the same entries, so each
+//! entry's JSON is made once and shared by all of them ([`EncodedEntries`]).
 
 use crate::peers::Peers;
 use openraft::error::{
@@ -15,21 +18,26 @@ use openraft::storage::Snapshot;
 use serde::de::DeserializeOwned;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use shoal_store::{Member, TypeConfig, Vote};
+use shoal_store::{Entry, LogId, Member, TypeConfig, Vote};
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Makes Raft clients for openraft.
 #[derive(Clone)]
 pub struct Network {
     peers: Arc<Peers>,
+    encoded: Arc<Mutex<EncodedEntries>>,
 }
 
 impl Network {
     /// A network reaching peers through `peers`.
     pub fn new(peers: Arc<Peers>) -> Network {
-        Network { peers }
+        Network {
+            peers,
+            encoded: Default::default(),
+        }
     }
 }
 
@@ -38,6 +46,85 @@ pub struct Client {
     target: u64,
     addr: String,
     peers: Arc<Peers>,
+    encoded: Arc<Mutex<EncodedEntries>>,
+}
+
+/// Most entries kept encoded...
+const ENCODED_ENTRIES: usize = 64;
+/// ...and most bytes (an entry is needed only until every follower got it).
+const ENCODED_BYTES: usize = 4 << 20;
+
+/// The JSON of recently sent entries, by log id: a log id names one entry
+/// for good (Raft's log matching property), whichever follower it goes to.
+#[derive(Default)]
+struct EncodedEntries {
+    recent: VecDeque<(LogId, Arc<[u8]>)>,
+    bytes: usize,
+}
+
+impl EncodedEntries {
+    /// The JSON of `entry`, made now unless another stream already did.
+    fn get(cache: &Mutex<EncodedEntries>, entry: &Entry) -> Arc<[u8]> {
+        let hit = {
+            let c = cache.lock().expect("encoded entries");
+            c.recent
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == entry.log_id)
+                .map(|(_, json)| json.clone())
+        };
+        if let Some(json) = hit {
+            return json;
+        }
+        let json: Arc<[u8]> = serde_json::to_vec(entry).expect("serializable").into();
+        let mut c = cache.lock().expect("encoded entries");
+        if !c.recent.iter().any(|(id, _)| *id == entry.log_id) {
+            c.bytes += json.len();
+            c.recent.push_back((entry.log_id, json.clone()));
+            while c.recent.len() > ENCODED_ENTRIES
+                || (c.bytes > ENCODED_BYTES && c.recent.len() > 1)
+            {
+                if let Some((_, old)) = c.recent.pop_front() {
+                    c.bytes -= old.len();
+                }
+            }
+        }
+        json
+    }
+}
+
+/// The JSON of `rpc` (exactly what `serde_json::to_vec(rpc)` gives), with
+/// its entries taken from `cache`.
+fn encode_append_entries(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    cache: &Mutex<EncodedEntries>,
+) -> Vec<u8> {
+    let entries: Vec<Arc<[u8]>> = rpc
+        .entries
+        .iter()
+        .map(|e| EncodedEntries::get(cache, e))
+        .collect();
+    let len = entries.iter().map(|e| e.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(len + 256);
+    field(&mut out, "{\"vote\":", &rpc.vote);
+    field(&mut out, ",\"prev_log_id\":", &rpc.prev_log_id);
+    out.extend_from_slice(b",\"entries\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.push(b']');
+    field(&mut out, ",\"leader_commit\":", &rpc.leader_commit);
+    out.push(b'}');
+    out
+}
+
+/// Writes `prefix` then `value` as JSON.
+fn field<T: serde::Serialize>(out: &mut Vec<u8>, prefix: &str, value: &T) {
+    out.extend_from_slice(prefix.as_bytes());
+    serde_json::to_writer(out, value).expect("serializable");
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -48,6 +135,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            encoded: self.encoded.clone(),
         }
     }
 }
@@ -117,7 +205,11 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        self.call(RPCTypes::AppendEntries, msg(&rpc), &option).await
+        let req = Msg {
+            json: encode_append_entries(&rpc, &self.encoded),
+            data: Vec::new(),
+        };
+        self.call(RPCTypes::AppendEntries, req, &option).await
     }
 
     async fn vote(
@@ -172,5 +264,63 @@ impl RaftNetwork<TypeConfig> for Client {
             serde_json::from_slice(&resp.into_inner().json)
                 .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use shoal_store::{Batch, Command, Expect, Object, Op};
+
+    fn entry(term: u64, index: u64, name: &str) -> Entry {
+        let config = shoal_api::Secret {
+            id: format!("id-{index}"),
+            spec: shoal_api::BlobSpec {
+                name: name.into(),
+                data: "aGk=".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Batch(vec![Command {
+                ops: vec![Op::Put {
+                    object: Object::Config(config.into()),
+                    expect: Expect::Absent,
+                }],
+                atomic: true,
+                request: index,
+            }])),
+        }
+    }
+
+    #[test]
+    fn append_entries_json_is_serdes_and_shared() {
+        let cache = Mutex::new(EncodedEntries::default());
+        let vote = Vote::new_committed(3, 1);
+        for entries in [
+            vec![],
+            vec![entry(3, 7, "a")],
+            vec![entry(3, 7, "a"), entry(3, 8, "b\"")],
+        ] {
+            let rpc = AppendEntriesRequest::<TypeConfig> {
+                vote,
+                prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 6)),
+                entries,
+                leader_commit: None,
+            };
+            let ours = encode_append_entries(&rpc, &cache);
+            assert_eq!(ours, serde_json::to_vec(&rpc).unwrap());
+            let back: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&ours).unwrap();
+            assert_eq!(back.entries, rpc.entries);
+        }
+        // Entry 7 was encoded once and reused.
+        assert_eq!(cache.lock().unwrap().recent.len(), 2);
+        // The same index under another term is another entry.
+        let other = entry(4, 7, "c");
+        let json = EncodedEntries::get(&cache, &other);
+        assert_eq!(&json[..], &serde_json::to_vec(&other).unwrap()[..]);
     }
 }

@@ -8,7 +8,9 @@ use crate::node::{self, describe, InitOptions, JoinFailure, StartArgs};
 use crate::state::DataDir;
 use anyhow::Context;
 use shoal_api::{InitRequest, JoinRequest, NodeRole};
-use shoal_manager::api::{ApiError, ApiState, Front, HostRequest, LocalNode, Presence, Reply};
+use shoal_manager::api::{
+    ApiContext, ApiError, ApiState, Front, HostRequest, LocalNode, Presence, Reply,
+};
 use shoal_manager::peers::Peers;
 use shoal_manager::{Bootstrap, Manager, ManagerConfig};
 use shoal_net::lock::UnlockKey;
@@ -208,7 +210,7 @@ fn inactive_state(
     state: Option<&crate::state::NodeState>,
 ) -> ApiState {
     let d = describe(sockets.hostname.as_deref());
-    ApiState {
+    ApiState::new(ApiContext {
         manager: None,
         local: LocalNode {
             node_id: state.map(|s| s.node_id.clone()).unwrap_or_default(),
@@ -220,7 +222,7 @@ fn inactive_state(
         },
         presence,
         host,
-    }
+    })
 }
 
 async fn signal() {
@@ -549,7 +551,7 @@ impl Host {
         };
 
         let managers = Arc::new(Mutex::new(state.managers.clone()));
-        self.show(ApiState {
+        self.show(ApiState::new(ApiContext {
             manager: manager.clone(),
             local: LocalNode {
                 node_id: state.node_id.clone(),
@@ -561,7 +563,7 @@ impl Host {
             },
             presence: Presence::Active,
             host: self.tx.clone(),
-        });
+        }));
 
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = mpsc::unbounded_channel();

@@ -17,6 +17,14 @@ use client::{Client, Host};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: the write path allocates and frees
+/// many small objects per request across threads, and glibc spent about a
+/// fifth of the Raft leader's CPU in malloc/free (fastbin consolidation
+/// included; see BENCHMARKS.md). mimalloc also returns freed memory to the
+/// system by itself.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "shoal",

@@ -89,9 +89,28 @@ pub struct LocalNode {
     pub managers: Vec<shoal_net::rpc::ManagerAddr>,
 }
 
-/// Shared state of the API handlers.
+/// Shared state of the API handlers. Every request clones it a few times
+/// (axum's layers and extractors), so it is one `Arc`.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiContext>);
+
+impl ApiState {
+    /// Shares `context` with the handlers.
+    pub fn new(context: ApiContext) -> ApiState {
+        ApiState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiContext;
+
+    fn deref(&self) -> &ApiContext {
+        &self.0
+    }
+}
+
+/// What the API handlers know of the node.
+pub struct ApiContext {
     /// The manager, on managers.
     pub manager: Option<Arc<Manager>>,
     /// This node.
@@ -102,7 +121,7 @@ pub struct ApiState {
     pub host: tokio::sync::mpsc::UnboundedSender<HostRequest>,
 }
 
-impl ApiState {
+impl ApiContext {
     /// The manager, or the error Docker gives on a worker, an inactive or a
     /// locked node.
     pub fn manager(&self) -> Result<&Arc<Manager>, ApiError> {
