@@ -825,10 +825,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let n = encoded.len();
         let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
-        // Written on this thread: RaftCore waits for the append anyway, and
-        // handing it to the blocking pool and back cost more than the write
-        // itself (sequential writes/s 400–450 → 600–730 here, BENCHMARKS.md).
-        let res = self.wal().append(&encoded);
+        // On the blocking pool, not on RaftCore's runtime thread: writing
+        // inline made a lone sequential writer ~15–25 % faster, but under a
+        // burst (1,000 task starts) a runtime thread stuck in fsync slowed
+        // everything else on it (3.1–3.2 s → 4.0–4.1 s; BENCHMARKS.md).
+        let wal = self.wal.clone();
+        let res =
+            tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&encoded))
+                .await
+                .map_err(write_err)?;
         match res {
             Ok(()) => {
                 {
