@@ -404,22 +404,7 @@ fn autolock_seals_the_manager_key_until_unlocked() {
     error_of(code, &out, 401, "invalid key provided");
     let (code, out) = post(&c, a, "/v1.41/swarm/unlock", json!({"UnlockKey": key2}));
     assert_eq!(code, 200, "{out}");
-    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm", None);
-    let mut swarm: Value = serde_json::from_str(&out).unwrap();
-    let v = swarm["Version"]["Index"].as_u64().unwrap();
-    swarm["Spec"]["EncryptionConfig"]["AutoLockManagers"] = json!(false);
-    let (code, out) = post(
-        &c,
-        a,
-        &format!("/v1.41/swarm/update?version={v}"),
-        swarm["Spec"].clone(),
-    );
-    assert_eq!(code, 200, "{out}");
-    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm/unlockkey", None);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["UnlockKey"],
-        json!("")
-    );
+    assert_eq!(set_autolock(&c, a, false), "");
     wait_for("key in clear", T, || {
         std::fs::read_to_string(&key_file)
             .ok()?
@@ -442,22 +427,8 @@ fn autolock_seals_the_manager_key_until_unlocked() {
         v
     };
     let before = segments();
-    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm", None);
-    let mut swarm: Value = serde_json::from_str(&out).unwrap();
-    let v = swarm["Version"]["Index"].as_u64().unwrap();
-    swarm["Spec"]["EncryptionConfig"]["AutoLockManagers"] = json!(true);
-    let (code, out) = post(
-        &c,
-        a,
-        &format!("/v1.41/swarm/update?version={v}"),
-        swarm["Spec"].clone(),
-    );
-    assert_eq!(code, 200, "{out}");
-    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm/unlockkey", None);
-    let key3 = serde_json::from_str::<Value>(&out).unwrap()["UnlockKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key3 = set_autolock(&c, a, true);
+    assert!(key3.starts_with("SWMKEY-1-"), "{key3}");
     wait_for("the store re-keyed", T, || {
         let now = segments();
         (!now.iter().any(|s| before.contains(s))).then_some(())
@@ -478,6 +449,27 @@ fn autolock_seals_the_manager_key_until_unlocked() {
         out.contains("\"s1\""),
         "the secret survived the re-keying: {out}"
     );
+}
+
+/// Turns autolock on or off with `swarm/update`; returns the unlock key
+/// then in force ("" when off).
+fn set_autolock(c: &Cluster, a: usize, on: bool) -> String {
+    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm", None);
+    let mut swarm: Value = serde_json::from_str(&out).unwrap();
+    let v = swarm["Version"]["Index"].as_u64().unwrap();
+    swarm["Spec"]["EncryptionConfig"]["AutoLockManagers"] = json!(on);
+    let (code, out) = post(
+        c,
+        a,
+        &format!("/v1.41/swarm/update?version={v}"),
+        swarm["Spec"].clone(),
+    );
+    assert_eq!(code, 200, "{out}");
+    let (_, out) = api(&c.nodes[a], "GET", "/v1.41/swarm/unlockkey", None);
+    serde_json::from_str::<Value>(&out).unwrap()["UnlockKey"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
