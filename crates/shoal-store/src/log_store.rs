@@ -271,7 +271,8 @@ impl Wal {
     }
 
     /// The keys segments use now.
-    pub(crate) fn keys_in_use(&self) -> Vec<KeyId> {
+    #[cfg(test)]
+    fn keys_in_use(&self) -> Vec<KeyId> {
         let mut ids: Vec<KeyId> = self.segs.values().map(|s| s.key).collect();
         ids.dedup();
         ids
@@ -713,11 +714,6 @@ impl LogStore {
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").rekey(&key)).await??;
         Ok(())
-    }
-
-    /// The keys the log's segments are sealed with now.
-    pub fn keys_in_use(&self) -> Vec<KeyId> {
-        self.wal().keys_in_use()
     }
 
     /// Index of the last entry in the log, if any.

@@ -129,7 +129,8 @@ impl SnapshotFile {
     }
 
     /// The key the snapshot is sealed with now, if there is one.
-    pub fn key_in_use(&self) -> Option<KeyId> {
+    #[cfg(test)]
+    fn key_in_use(&self) -> Option<KeyId> {
         let _keys = self.keys.read().expect("keys lock");
         let mut head = [0u8; 16];
         let mut f = std::fs::File::open(self.dir.join("snapshot.bin")).ok()?;

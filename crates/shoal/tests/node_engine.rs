@@ -112,6 +112,27 @@ impl Drop for Relay {
     }
 }
 
+/// Starts `m1` with no engine and worker `w1` whose engine is `engine`
+/// reached through a relay socket `<name>.sock`; returns the relay and
+/// w1's index once w1 offers the `docker` executor.
+fn engine_less_manager_and_relayed_worker(
+    c: &mut Cluster,
+    name: &str,
+    engine: PathBuf,
+) -> (Relay, usize) {
+    let relay = Relay::start(c.tmp.path().join(format!("{name}.sock")), engine);
+    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
+    c.init("m1", &["--engine-socket", &none]);
+    let via_relay = format!("unix://{}", relay.path.display());
+    let w1 = c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
+    wait_for("w1 offers docker", T, || {
+        executors(c, "w1")
+            .contains(&"docker".to_string())
+            .then_some(())
+    });
+    (relay, w1)
+}
+
 fn executors(c: &Cluster, node: &str) -> Vec<String> {
     let out = c.nodes[0].ok(&["node", "inspect", node]);
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -238,16 +259,7 @@ fn a_late_engine_stops_the_container_of_a_task_replaced_meanwhile() {
     };
     let _containers = ServiceContainers("relost");
     let mut c = Cluster::new();
-    let relay = Relay::start(c.tmp.path().join("relost-relay.sock"), engine_path);
-    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
-    c.init("m1", &["--engine-socket", &none]);
-    let via_relay = format!("unix://{}", relay.path.display());
-    let w1 = c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
-    wait_for("w1 offers docker", T, || {
-        executors(&c, "w1")
-            .contains(&"docker".to_string())
-            .then_some(())
-    });
+    let (relay, w1) = engine_less_manager_and_relayed_worker(&mut c, "relost-relay", engine_path);
     c.nodes[0].ok(&[
         "service",
         "create",
@@ -338,16 +350,7 @@ fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
     };
     let _containers = ServiceContainers("eng");
     let mut c = Cluster::new();
-    let relay = Relay::start(c.tmp.path().join("relay.sock"), engine);
-    let none = format!("unix://{}", c.tmp.path().join("no-engine.sock").display());
-    c.init("m1", &["--engine-socket", &none]);
-    let via_relay = format!("unix://{}", relay.path.display());
-    c.join_with("w1", "worker", 0, &["--engine-socket", &via_relay]);
-    wait_for("w1 offers docker", T, || {
-        executors(&c, "w1")
-            .contains(&"docker".to_string())
-            .then_some(())
-    });
+    let (relay, _) = engine_less_manager_and_relayed_worker(&mut c, "relay", engine);
     assert!(!executors(&c, "m1").contains(&"docker".to_string()));
 
     c.nodes[0].ok(&[
