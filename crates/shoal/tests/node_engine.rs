@@ -133,6 +133,15 @@ fn engine_less_manager_and_relayed_worker(
     (relay, w1)
 }
 
+/// A task pending because no node can take it.
+fn waits_for_a_node(t: &Value) -> bool {
+    t["Status"]["State"] == "pending"
+        && t["Status"]["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no suitable node")
+}
+
 fn executors(c: &Cluster, node: &str) -> Vec<String> {
     let out = c.nodes[0].ok(&["node", "inspect", node]);
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -191,13 +200,7 @@ fn an_engine_that_answers_only_after_the_node_started_is_used() {
     wait_for("the container task waits with the reason", T, || {
         service_tasks(&c, "late")
             .iter()
-            .any(|t| {
-                t["Status"]["State"] == "pending"
-                    && t["Status"]["Err"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("no suitable node")
-            })
+            .any(waits_for_a_node)
             .then_some(())
     });
     // Still without an engine a few engine checks later: nothing runs.
@@ -378,16 +381,7 @@ fn engine_loss_withdraws_the_docker_executor_and_recovery_restores_it() {
     });
     c.nodes[0].ok(&["service", "scale", "--detach", "eng=2"]);
     wait_for("the new task waits with the reason", T, || {
-        tasks(&c)
-            .iter()
-            .any(|t| {
-                t["Status"]["State"] == "pending"
-                    && t["Status"]["Err"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("no suitable node")
-            })
-            .then_some(())
+        tasks(&c).iter().any(waits_for_a_node).then_some(())
     });
 
     relay.restore();
