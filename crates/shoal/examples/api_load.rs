@@ -5,6 +5,7 @@
 //! api_load failover  --socket S --kill-pid PID [--write KIND]
 //! api_load wait-state --socket S --node ID --kill-pid PID [--state down] [--interval-ms 20]
 //! api_load fsync     --dir D [--count 200]
+//! api_load floor     [--count 20000]
 //! ```
 //!
 //! `load` opens N HTTP/1.1 keep-alive connections to the API socket and has
@@ -22,6 +23,14 @@
 //! `fsync` times the disk the way a Raft log append uses it: 4 KiB written
 //! into an already-allocated file in D, then `fdatasync`, COUNT times (the
 //! floor under every write's latency: one on the leader, one on a follower).
+//!
+//! `floor` times the steps a Raft write cannot avoid on this machine, with
+//! no shoal code in them: a message to another tokio task and back, a
+//! round trip through the blocking pool, and a 64-byte round trip to another
+//! process over loopback TCP and over a unix socket (the child is this
+//! program, `floor-echo`). A sequential write through a leader needs at least
+//! two cross-process round trips (client ↔ leader, leader ↔ follower) and
+//! the follower's fsync; openraft 0.9 adds the leader's fsync before it.
 //!
 //! Every mode ends with one machine-readable `RESULT key=value ...` line.
 //!
@@ -111,6 +120,21 @@ enum Mode {
         /// Number of synced writes.
         #[arg(long, default_value_t = 200)]
         count: usize,
+    },
+    /// Times the unavoidable steps of a write: task hop, blocking pool, IPC.
+    Floor {
+        /// Round trips per measurement.
+        #[arg(long, default_value_t = 20000)]
+        count: usize,
+    },
+    /// (internal) The echo child of `floor`: echoes 64-byte messages on
+    /// the TCP connection and the unix socket it is given.
+    #[command(hide = true)]
+    FloorEcho {
+        #[arg(long)]
+        tcp: String,
+        #[arg(long)]
+        unix: PathBuf,
     },
     /// SIGKILLs a process, then polls a node until it shows a state.
     WaitState {
@@ -608,6 +632,101 @@ fn fsync_probe(dir: &Path, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `$body` `$count` times; its median and 99th percentile in µs.
+macro_rules! time_loop {
+    ($count:expr, $body:block) => {{
+        let mut lat: Vec<u64> = Vec::with_capacity($count);
+        for _ in 0..$count.max(1) {
+            let t0 = Instant::now();
+            $body
+            lat.push(t0.elapsed().as_nanos() as u64);
+        }
+        lat.sort_unstable();
+        let at = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)] as f64 / 1000.0;
+        (at(50), at(99))
+    }};
+}
+
+/// See the module docs (`floor`).
+async fn floor(count: usize) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (to_task, mut task_rx) = tokio::sync::mpsc::channel::<u64>(1);
+    let (from_task, mut back) = tokio::sync::mpsc::channel::<u64>(1);
+    tokio::spawn(async move {
+        while let Some(v) = task_rx.recv().await {
+            if from_task.send(v).await.is_err() {
+                break;
+            }
+        }
+    });
+    let task = time_loop!(count, {
+        to_task.send(1).await?;
+        back.recv().await.context("echo task ended")?;
+    });
+    let blocking = time_loop!(count, {
+        tokio::task::spawn_blocking(|| ()).await?;
+    });
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp_addr = listener.local_addr()?;
+    let dir = std::env::temp_dir().join(format!("shoal-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let unix_path = dir.join("echo.sock");
+    let unix_listener = tokio::net::UnixListener::bind(&unix_path)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["floor-echo", "--tcp", &tcp_addr.to_string(), "--unix"])
+        .arg(&unix_path)
+        .kill_on_drop(true)
+        .spawn()?;
+    let result = async {
+        let (mut tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let (mut unix, _) = unix_listener.accept().await?;
+        let mut buf = [7u8; 64];
+        let tcp_rt = time_loop!(count, {
+            tcp.write_all(&buf).await?;
+            tcp.read_exact(&mut buf).await?;
+        });
+        // The echo child serves the unix socket once TCP is closed.
+        drop(tcp);
+        let unix_rt = time_loop!(count, {
+            unix.write_all(&buf).await?;
+            unix.read_exact(&mut buf).await?;
+        });
+        anyhow::Ok((tcp_rt, unix_rt))
+    }
+    .await;
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (tcp_rt, unix_rt) = result?;
+    println!(
+        "floor (µs, p50/p99): task hop round trip {:.1}/{:.1}, blocking pool round trip {:.1}/{:.1}, \
+         loopback TCP round trip to another process {:.1}/{:.1}, unix socket {:.1}/{:.1}",
+        task.0, task.1, blocking.0, blocking.1, tcp_rt.0, tcp_rt.1, unix_rt.0, unix_rt.1
+    );
+    println!(
+        "RESULT task_rt_us={:.1} blocking_rt_us={:.1} tcp_rt_us={:.1} unix_rt_us={:.1}",
+        task.0, blocking.0, tcp_rt.0, unix_rt.0
+    );
+    Ok(())
+}
+
+/// The child side of `floor`: echoes on both connections until they close.
+async fn floor_echo(tcp: &str, unix: &Path) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut t = tokio::net::TcpStream::connect(tcp).await?;
+    t.set_nodelay(true)?;
+    let mut u = tokio::net::UnixStream::connect(unix).await?;
+    let mut buf = [0u8; 64];
+    while t.read_exact(&mut buf).await.is_ok() {
+        t.write_all(&buf).await?;
+    }
+    while u.read_exact(&mut buf).await.is_ok() {
+        u.write_all(&buf).await?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -636,6 +755,8 @@ fn main() -> anyhow::Result<()> {
                 timeout,
             } => wait_state(socket, node, state, kill_pid, interval_ms, timeout).await,
             Mode::Fsync { dir, count } => fsync_probe(&dir, count),
+            Mode::Floor { count } => floor(count).await,
+            Mode::FloorEcho { tcp, unix } => floor_echo(&tcp, &unix).await,
         }
     })
 }
