@@ -7,6 +7,7 @@ mod common;
 use common::{
     all_lines, eventually, group_members, is_running, processes_with, text, wait_for_line, Harness,
 };
+use shoal_agent::process::shim_command;
 use shoal_agent::process::{
     AdoptedState, CgroupLayout, ExecError, ExitOutcome, LogConfig, LogOptions, OutputStream,
     ProcessExecutor, ResourceLimits,
@@ -540,4 +541,34 @@ async fn cpu_limit_becomes_a_cfs_quota_on_the_task_cgroup() {
     );
     h.exec.shutdown(&id, Duration::from_secs(2)).await.unwrap();
     assert!(!file.parent().unwrap().exists(), "the cgroup is removed");
+}
+
+/// A daemon uses the `shoal-shim` beside it only when that program was
+/// built from its own shim sources; otherwise (missing, stale, broken) it
+/// runs its own copy of the shim.
+#[tokio::test]
+async fn the_shim_beside_the_daemon_is_used_only_when_built_from_the_same_sources() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("shoal");
+    let sibling = dir.path().join("shoal-shim");
+    let own = vec![exe.clone().into_os_string(), "task-shim".into()];
+
+    // None beside it.
+    assert_eq!(shim_command(&exe, "task-shim").await, own);
+
+    // The real one, from this build.
+    std::fs::copy(env!("CARGO_BIN_EXE_shoal-shim"), &sibling).unwrap();
+    assert_eq!(
+        shim_command(&exe, "task-shim").await,
+        vec![sibling.clone().into_os_string()]
+    );
+
+    // A stale one (other sources), and one that fails.
+    for script in ["#!/bin/sh\necho 0123456789abcdef\n", "#!/bin/sh\nexit 3\n"] {
+        std::fs::remove_file(&sibling).unwrap();
+        std::fs::write(&sibling, script).unwrap();
+        std::fs::set_permissions(&sibling, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(shim_command(&exe, "task-shim").await, own, "{script}");
+    }
 }

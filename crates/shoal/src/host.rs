@@ -500,10 +500,8 @@ impl Host {
             None
         };
 
-        let shim_cmd = vec![
-            std::env::current_exe()?.into_os_string(),
-            "task-shim".into(),
-        ];
+        let shim_cmd =
+            shoal_agent::process::shim_command(&std::env::current_exe()?, "task-shim").await;
         let process = shoal_agent::process::ProcessExecutor::new(dir.root.join("tasks"), shim_cmd);
         let mut description = describe(state.hostname_override.as_deref());
         // The engine may answer only later: the engine watch binds it then.

@@ -29,6 +29,10 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// A fingerprint of the shim's sources (see `build.rs`): `shoal-shim
+/// --source` prints it.
+pub const SOURCE: &str = env!("SHOAL_SHIM_SOURCE");
+
 /// How long to hunt down a task's leftover processes before giving up.
 const LEFTOVER_LIMIT: Duration = Duration::from_secs(5);
 /// How long to wait for the output pipes to drain once no process is left.
@@ -38,6 +42,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// command-line argument, then exits. Call it first thing in `main`, before
 /// any thread or async runtime exists (it forks).
 pub fn main() -> ! {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("--source")) {
+        println!("{SOURCE}");
+        std::process::exit(0);
+    }
     let code = match std::env::args_os().nth(1).and(std::env::args_os().last()) {
         Some(dir) => run(PathBuf::from(dir)),
         None => {
