@@ -11,6 +11,7 @@
 //! Writers that arrive meanwhile queue up and go together in the next entry.
 
 use crate::peers::Peers;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use shoal_net::rpc::msg;
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
@@ -188,7 +189,7 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
     let mut metrics = raft.metrics();
     loop {
         let (leader, me, leader_addr) = {
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let addr = m.current_leader.and_then(|l| {
                 m.membership_config
                     .membership()
@@ -201,6 +202,10 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
             Some(l) if l == me => match raft.client_write(batch.clone()).await {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                // Appended here, then replaced by another leader's log:
+                // retried like a lost forward (the store applies each
+                // command ID once).
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {}
                 Err(e) => return Err(WriteError::Raft(e.to_string())),
             },
             Some(_) => {

@@ -20,29 +20,50 @@ impl fmt::Display for Member {
 }
 
 openraft::declare_raft_types!(
-    /// shoal's Raft types.
+    /// shoal's Raft types. The leader id is openraft's default
+    /// (`leader_id_adv`: term + node id), whose log ids and votes serialize
+    /// as openraft 0.9's did, so logs and snapshots written by older builds
+    /// still read.
     pub TypeConfig:
         D = Batch,
         R = BatchResult,
         NodeId = u64,
         Node = Member,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>,
+        Vote = openraft::impls::Vote<openraft::impls::leader_id_adv::LeaderId<u64, u64>>,
         AsyncRuntime = openraft::TokioRuntime,
-        Responder = openraft::impls::OneshotResponder<TypeConfig>,
 );
 
 /// The Raft handle type.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, crate::StateMachine>;
 /// A Raft log entry.
-pub type Entry = openraft::Entry<TypeConfig>;
+pub type Entry = openraft::Entry<CommittedLeaderId, Payload>;
+/// An entry's payload.
+pub type Payload = openraft::EntryPayload<Batch, u64, Member>;
+/// The leader id recorded in log ids (with `leader_id_adv`, the leader id itself).
+pub type CommittedLeaderId =
+    <openraft::impls::leader_id_adv::LeaderId<u64, u64> as openraft::vote::RaftLeaderId>::Committed;
 /// A log id.
-pub type LogId = openraft::LogId<u64>;
+pub type LogId = openraft::LogId<CommittedLeaderId>;
 /// A vote.
-pub type Vote = openraft::Vote<u64>;
+pub type Vote = openraft::impls::Vote<openraft::impls::leader_id_adv::LeaderId<u64, u64>>;
 /// Membership as stored.
-pub type StoredMembership = openraft::StoredMembership<u64, Member>;
+pub type StoredMembership = openraft::StoredMembership<CommittedLeaderId, u64, Member>;
 /// Snapshot metadata.
-pub type SnapshotMeta = openraft::SnapshotMeta<u64, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<CommittedLeaderId, u64, Member>;
+/// A snapshot with its data.
+pub type Snapshot = openraft::Snapshot<CommittedLeaderId, u64, Member, std::io::Cursor<Vec<u8>>>;
 /// Storage error.
-pub type StorageError = openraft::StorageError<u64>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+
+/// The log id of entry `index` written by the leader `node` in `term`.
+pub fn log_id(term: u64, node: u64, index: u64) -> LogId {
+    LogId::new(
+        CommittedLeaderId {
+            term,
+            node_id: node,
+        },
+        index,
+    )
+}
