@@ -756,6 +756,8 @@ struct Mem {
     purged: Option<LogId>,
     /// Set when a write failed: the store takes no more writes.
     failed: Option<String>,
+    /// Groups of appends written (each with one sync).
+    groups: u64,
 }
 
 impl Mem {
@@ -975,6 +977,7 @@ fn write_group(
         for _ in 0..group.len() {
             m.unwritten.pop_front();
         }
+        m.groups += 1;
         m.trim();
     }
     let appends = group.len();
@@ -1390,6 +1393,121 @@ mod tests {
         let got = ids(&wal);
         assert_eq!((got.len(), got[0], got[990]), (991, (11, 1), (1001, 2)));
         assert_eq!(wal.read(&[wal.locs[5]]).unwrap()[0].log_id.index, 16);
+    }
+
+    #[test]
+    fn a_committed_hint_past_the_durable_log_is_cut_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        {
+            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
+            append(&mut wal, &[entry(1, 1), entry(1, 2), entry(1, 3)]);
+            // Committed on other members, not yet written here.
+            wal.committed = Some(crate::raft_types::log_id(1, 1, 9));
+            wal.committed_unwritten = true;
+            wal.write(Vec::new(), false).unwrap();
+        }
+        let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
+        assert_eq!(wal.committed, Some(crate::raft_types::log_id(1, 1, 3)));
+    }
+
+    fn flushed() -> (
+        IOFlushed<TypeConfig>,
+        tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+    ) {
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
+        (IOFlushed::signal(tx), rx)
+    }
+
+    // Holding the WAL's lock across appends is the point: it stands for a
+    // slow disk (the writer waits for it; appends and reads must not).
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_are_readable_at_once_and_durable_in_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
+        store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        let mut waits = Vec::new();
+        {
+            // While the WAL is busy, appends still return, and what they
+            // appended reads back, from memory; none is reported durable.
+            let wal = store.inner.wal.clone();
+            let _busy = wal.lock().unwrap();
+            for i in 1..=100u64 {
+                let (cb, rx) = flushed();
+                store.append([entry(1, i)], cb).await.unwrap();
+                let got = store.try_get_log_entries(i..i + 1).await.unwrap();
+                assert_eq!(got.len(), 1);
+                assert_eq!(got[0].log_id.index, i);
+                waits.push(rx);
+            }
+            let got = store.try_get_log_entries(1..).await.unwrap();
+            assert_eq!(got.len(), 100);
+            assert_eq!(
+                store.get_log_state().await.unwrap().last_log_id,
+                Some(crate::raft_types::log_id(1, 1, 100))
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(waits.iter_mut().all(|rx| rx.try_recv().is_err()));
+        }
+        for rx in waits {
+            rx.await.unwrap().unwrap();
+        }
+        // One write and sync for what was queued meanwhile (the writer may
+        // have taken the first append alone before it blocked).
+        let groups = store.inner.mem.lock().unwrap().groups;
+        assert!(groups <= 2, "{groups} groups");
+        // Most entries are now read back from the WAL, the newest from memory.
+        let got = store.try_get_log_entries(1..=100).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        // Appends queued before a truncation are written before it.
+        for i in 101..=110u64 {
+            store
+                .append([entry(1, i)], IOFlushed::noop())
+                .await
+                .unwrap();
+        }
+        store
+            .truncate_after(Some(crate::raft_types::log_id(1, 1, 105)))
+            .await
+            .unwrap();
+        let (cb, rx) = flushed();
+        store
+            .append([entry(2, 106), membership_entry(2, 107)], cb)
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        store
+            .purge(crate::raft_types::log_id(1, 1, 50))
+            .await
+            .unwrap();
+        store
+            .save_committed(Some(crate::raft_types::log_id(2, 1, 106)))
+            .await
+            .unwrap();
+        // The last clone stops the writer once it wrote everything queued.
+        drop(store);
+        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.unwrap().index, 50);
+        assert_eq!(
+            state.last_log_id,
+            Some(crate::raft_types::log_id(2, 1, 107))
+        );
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        assert_eq!(store.read_committed().await.unwrap().unwrap().index, 106);
+        let got = store.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = got
+            .iter()
+            .map(|e| (e.log_id.index, e.log_id.leader_id.term))
+            .collect();
+        assert_eq!(ids.len(), 57);
+        assert_eq!((ids[0], ids[54], ids[55]), ((51, 1), (105, 1), (106, 2)));
     }
 
     #[test]

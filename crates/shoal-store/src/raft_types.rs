@@ -67,3 +67,45 @@ pub fn log_id(term: u64, node: u64, index: u64) -> LogId {
         index,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What openraft 0.9.25 wrote (`serde_json`) for the same values: logs,
+    /// votes and snapshots written by older builds must still read, and
+    /// what is written now must read the same way.
+    #[test]
+    fn json_shapes_match_openraft_0_9() {
+        fn same<T: serde::Serialize + serde::de::DeserializeOwned>(json: &str) {
+            let v: T = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), json);
+        }
+        let id = r#"{"leader_id":{"term":3,"node_id":7},"index":42}"#;
+        same::<LogId>(id);
+        assert_eq!(serde_json::to_string(&log_id(3, 7, 42)).unwrap(), id);
+        same::<Option<LogId>>("null");
+        same::<Vote>(r#"{"leader_id":{"term":5,"node_id":2},"committed":false}"#);
+        same::<Vote>(r#"{"leader_id":{"term":5,"node_id":2},"committed":true}"#);
+        assert_eq!(
+            serde_json::to_string(&Vote::new_committed(5, 2)).unwrap(),
+            r#"{"leader_id":{"term":5,"node_id":2},"committed":true}"#
+        );
+        same::<Entry>(&format!(r#"{{"log_id":{id},"payload":"Blank"}}"#));
+        same::<Entry>(&format!(r#"{{"log_id":{id},"payload":{{"Normal":[]}}}}"#));
+        let membership = r#"{"configs":[[1,2],[2,3]],"nodes":{"1":{"addr":"a:1","node_id":"n1"},"2":{"addr":"b:2","node_id":"n2"},"3":{"addr":"c:3","node_id":"n3"}}}"#;
+        same::<Entry>(&format!(
+            r#"{{"log_id":{id},"payload":{{"Membership":{membership}}}}}"#
+        ));
+        // 0.10 dropped the snapshot id; it reads 0.9's and writes it empty.
+        let meta = format!(
+            r#"{{"last_log_id":{id},"last_membership":{{"log_id":{id},"membership":{membership}}},"snapshot_id":"3-42-1"}}"#
+        );
+        let m: SnapshotMeta = serde_json::from_str(&meta).unwrap();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            meta.replace("3-42-1", "")
+        );
+        assert_eq!(m.last_membership.membership().voter_ids().count(), 3);
+    }
+}
