@@ -6,9 +6,14 @@
 //! carry request IDs, so a forward lost with a dying leader is retried safely
 //! (the store applies each ID once).
 //!
-//! One entry is in flight at a time: openraft 0.9 appends and fsyncs inside
-//! its core task, so a second entry would only delay the first one's commit.
-//! Writers that arrive meanwhile queue up and go together in the next entry.
+//! One entry is in flight at a time, by default. openraft 0.10 could take
+//! more (it replicates an entry while the leader's own append is still being
+//! written, and the WAL groups queued appends into one sync), but measured
+//! on 3 managers sharing 2 cores, 2 or 4 in flight were no faster than 1,
+//! sequentially or with 64 clients: the cost per write there is CPU, not
+//! waiting, and one entry for all the writers queued meanwhile is the
+//! cheapest. Writers that arrive meanwhile queue up and go together in the
+//! next entry.
 
 use crate::peers::Peers;
 use openraft::async_runtime::WatchReceiver;
@@ -24,9 +29,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands in one Raft entry.
 const MAX_BATCH: usize = 1024;
-/// Raft entries in flight at once from this manager. One: openraft 0.9
-/// appends (and fsyncs) inside its core task, so a second entry only makes
-/// the first wait (measured in BENCHMARKS.md: 1 beats 2, 4 and 8).
+/// Raft entries in flight at once from this manager. One: with openraft 0.10
+/// (appends asynchronous, fsyncs of leader and follower overlapping) 2 and 4
+/// measured no better than 1 (see the module comment); with 0.9, whose core
+/// awaited the leader's fsync, 1 beat 2, 4 and 8 (BENCHMARKS.md).
 const IN_FLIGHT: usize = 1;
 /// How long a new batch waits, at most, for the writers the previous one
 /// answered (it goes as soon as they are all queued).
