@@ -1,11 +1,16 @@
 //! The durable Raft log and vote: a write-ahead log (WAL) of segment files
 //! under `wal/`, every record sealed with the store's data key.
 //!
-//! Why not a database: an append must be durable before openraft hears of
-//! it, and a redb transaction per append cost ≈ 0.4–0.5 ms here (several
-//! pages and syncs per commit) against ≈ 0.12 ms for one record written into
-//! a zero-filled file and `fdatasync`ed (BENCHMARKS.md). Every Raft write
-//! waits for two of these (the leader's and a follower's).
+//! Why not a database: an append must be durable before openraft is told it
+//! is flushed, and a redb transaction per append cost ≈ 0.4–0.5 ms here
+//! (several pages and syncs per commit) against ≈ 0.12 ms for one record
+//! written into a zero-filled file and `fdatasync`ed (BENCHMARKS.md). Every
+//! Raft write waits for a quorum of these (the leader's and a follower's,
+//! which overlap).
+//!
+//! [`LogStore`] appends asynchronously: one writer thread takes the queued
+//! appends, writes them as one record batch with one sync (group commit)
+//! and then reports them flushed, in order (see [`LogStore`]).
 //!
 //! Layout: segments `NNNNNNNNNNNNNNNNNNNN.wal`, numbered in order, each a
 //! 32-byte header (`SHOALWAL`, version, number) followed by records. Segment
