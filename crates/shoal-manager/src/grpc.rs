@@ -6,16 +6,16 @@ use crate::ca;
 use crate::dispatcher::Dispatcher;
 use crate::proposer::Proposer;
 use futures::Stream;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::storage::Snapshot;
 use shoal_api::NodeRole;
 use shoal_net::pki::{NodeIdentity, Role};
 use shoal_net::rpc::pb::cluster_server::Cluster;
 use shoal_net::rpc::pb::raft_server;
 use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest, TaskStatusReport};
 use shoal_net::tls::PeerInfo;
-use shoal_store::{Batch, Raft, Shared, SnapshotMeta, TypeConfig, Vote};
+use shoal_store::{Batch, Raft, Shared, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -55,10 +55,27 @@ impl Services {
     /// knows the cluster, still be a manager in it (demoted or removed
     /// managers' certificates open nothing).
     fn require_manager<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
+        self.require_raft_peer(req, None)
+    }
+
+    /// [`Self::require_manager`] for a Raft RPC whose sender's log reaches
+    /// `log_index`. A caller this manager's applied state does not know is
+    /// let in when that state is behind the caller's log: it may predate the
+    /// caller's joining (a manager catching up applies the log a prefix at a
+    /// time, and the leader may have joined after that prefix; refusing it
+    /// would stop the catching up for good). A removed manager's log ends
+    /// about where it was removed, which a manager that applied the removal
+    /// has passed, so it stays out.
+    fn require_raft_peer<T>(
+        &self,
+        req: &Request<T>,
+        log_index: Option<u64>,
+    ) -> Result<NodeIdentity, Status> {
         let id = caller(req, &self.cluster_id)?;
         if id.role != Role::Manager {
             return Err(Status::permission_denied("only managers may call this"));
         }
+        let applied = *self.store.applied().borrow();
         let verdict = self.store.view(|t| {
             if t.cluster.is_none() {
                 return Ok(());
@@ -66,6 +83,7 @@ impl Services {
             match t.nodes.get(&id.node_id) {
                 Some(n) if n.spec.role == NodeRole::Manager => Ok(()),
                 Some(_) => Err("the node was demoted"),
+                None if log_index.is_some_and(|i| i > applied) => Ok(()),
                 None => Err("the node is not part of the cluster"),
             }
         });
@@ -81,24 +99,28 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Msg>, Status> {
 #[tonic::async_trait]
 impl raft_server::Raft for Services {
     async fn append_entries(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        self.require_manager(&req)?;
+        caller(&req, &self.cluster_id)?;
         let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        self.require_raft_peer(&req, last.map(|l| l.index))?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        self.require_manager(&req)?;
-        let rpc: VoteRequest<u64> = parse(req.get_ref())?;
+        caller(&req, &self.cluster_id)?;
+        let rpc: VoteRequest<TypeConfig> = parse(req.get_ref())?;
+        self.require_raft_peer(&req, rpc.last_log_id.map(|l| l.index))?;
         reply(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        self.require_manager(&req)?;
+        caller(&req, &self.cluster_id)?;
         let (vote, meta): (Vote, SnapshotMeta) = parse(req.get_ref())?;
+        self.require_raft_peer(&req, meta.last_log_id.map(|l| l.index))?;
         let data = req.into_inner().data;
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(std::io::Cursor::new(data)),
+            snapshot: std::io::Cursor::new(data),
         };
         reply(&self.raft.install_full_snapshot(vote, snapshot).await)
     }
@@ -137,6 +159,12 @@ impl Cluster for Services {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(Status::failed_precondition("not the leader"))
             }
+            // The entry was appended here but replaced by another leader's
+            // log: it may or may not commit. The forwarder retries, which
+            // is safe because the store applies each command ID once.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(Status::failed_precondition("leadership changed"))
+            }
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
@@ -145,7 +173,7 @@ impl Cluster for Services {
     /// wait until it has applied as much before serving a read.
     async fn leader_op(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.require_manager(&req)?;
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(m.id) {
             return Err(Status::failed_precondition("not the leader"));
         }
