@@ -15,7 +15,7 @@ use shoal_net::rpc::pb::cluster_server::Cluster;
 use shoal_net::rpc::pb::raft_server;
 use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest, TaskStatusReport};
 use shoal_net::tls::PeerInfo;
-use shoal_store::{Batch, Raft, Shared, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use shoal_store::{Batch, Raft, Shared, Snapshot, SnapshotMeta, Tables, TypeConfig, Vote};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -55,40 +55,65 @@ impl Services {
     /// knows the cluster, still be a manager in it (demoted or removed
     /// managers' certificates open nothing).
     fn require_manager<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
-        self.require_raft_peer(req, None)
-    }
-
-    /// [`Self::require_manager`] for a Raft RPC whose sender's log reaches
-    /// `log_index`. A caller this manager's applied state does not know is
-    /// let in when that state is behind the caller's log: it may predate the
-    /// caller's joining (a manager catching up applies the log a prefix at a
-    /// time, and the leader may have joined after that prefix; refusing it
-    /// would stop the catching up for good). A removed manager's log ends
-    /// about where it was removed, which a manager that applied the removal
-    /// has passed, so it stays out.
-    fn require_raft_peer<T>(
-        &self,
-        req: &Request<T>,
-        log_index: Option<u64>,
-    ) -> Result<NodeIdentity, Status> {
         let id = caller(req, &self.cluster_id)?;
         if id.role != Role::Manager {
             return Err(Status::permission_denied("only managers may call this"));
         }
-        let applied = *self.store.applied().borrow();
-        let verdict = self.store.view(|t| {
-            if t.cluster.is_none() {
-                return Ok(());
-            }
-            match t.nodes.get(&id.node_id) {
-                Some(n) if n.spec.role == NodeRole::Manager => Ok(()),
-                Some(_) => Err("the node was demoted"),
-                None if log_index.is_some_and(|i| i > applied) => Ok(()),
-                None => Err("the node is not part of the cluster"),
-            }
-        });
-        verdict.map_err(Status::permission_denied)?;
+        self.store
+            .view(|t| manager_verdict(t, &id.node_id))
+            .map_err(Status::permission_denied)?;
         Ok(id)
+    }
+
+    /// [`Self::require_manager`] for the Raft RPCs, which also let in a
+    /// manager this replica has not heard of yet: a manager catching up
+    /// applies the log a prefix at a time, and the leader may have joined
+    /// after that prefix (refusing it would stop the catching up for good).
+    /// A removed one stays out: the cluster object lists removed nodes.
+    fn require_raft_peer<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
+        let id = caller(req, &self.cluster_id)?;
+        if id.role != Role::Manager {
+            return Err(Status::permission_denied("only managers may call this"));
+        }
+        self.store
+            .view(|t| match manager_verdict(t, &id.node_id) {
+                Err(Refusal::Unknown) => Ok(()),
+                other => other,
+            })
+            .map_err(Status::permission_denied)?;
+        Ok(id)
+    }
+}
+
+/// Why a manager certificate's holder is refused.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    Demoted,
+    Removed,
+    Unknown,
+}
+
+impl From<Refusal> for String {
+    fn from(r: Refusal) -> String {
+        match r {
+            Refusal::Demoted => "the node was demoted",
+            Refusal::Removed => "the node was removed from the cluster",
+            Refusal::Unknown => "the node is not part of the cluster",
+        }
+        .into()
+    }
+}
+
+/// Whether the replicated state `t` has `node_id` as a manager now.
+fn manager_verdict(t: &Tables, node_id: &str) -> Result<(), Refusal> {
+    let Some(cluster) = &t.cluster else {
+        return Ok(());
+    };
+    match t.nodes.get(node_id) {
+        Some(n) if n.spec.role == NodeRole::Manager => Ok(()),
+        Some(_) => Err(Refusal::Demoted),
+        None if cluster.removed_nodes.contains_key(node_id) => Err(Refusal::Removed),
+        None => Err(Refusal::Unknown),
     }
 }
 
@@ -99,24 +124,20 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Msg>, Status> {
 #[tonic::async_trait]
 impl raft_server::Raft for Services {
     async fn append_entries(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        caller(&req, &self.cluster_id)?;
+        self.require_raft_peer(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
-        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        self.require_raft_peer(&req, last.map(|l| l.index))?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        caller(&req, &self.cluster_id)?;
+        self.require_raft_peer(&req)?;
         let rpc: VoteRequest<TypeConfig> = parse(req.get_ref())?;
-        self.require_raft_peer(&req, rpc.last_log_id.map(|l| l.index))?;
         reply(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        caller(&req, &self.cluster_id)?;
+        self.require_raft_peer(&req)?;
         let (vote, meta): (Vote, SnapshotMeta) = parse(req.get_ref())?;
-        self.require_raft_peer(&req, meta.last_log_id.map(|l| l.index))?;
         let data = req.into_inner().data;
         let snapshot = Snapshot {
             meta,
@@ -268,5 +289,59 @@ impl Cluster for Services {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out_rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_store::{ClusterRecord, Command, Expect, Object, Op};
+
+    fn put(t: &mut Tables, index: u64, object: Object) {
+        let (r, _) = t.apply(
+            index,
+            Command {
+                ops: vec![Op::Put {
+                    object,
+                    expect: Expect::Any,
+                }],
+                atomic: true,
+                request: 0,
+            },
+        );
+        assert!(r.results[0].is_ok(), "{r:?}");
+    }
+
+    fn node(id: &str, role: NodeRole) -> Object {
+        let mut n = shoal_api::Node {
+            id: id.into(),
+            ..Default::default()
+        };
+        n.spec.role = role;
+        Object::Node(n.into())
+    }
+
+    #[test]
+    fn managers_pass_demoted_and_removed_ones_do_not_and_unknown_ones_only_for_raft() {
+        let mut t = Tables::default();
+        // No cluster yet (a node joining): nothing to check against.
+        assert_eq!(manager_verdict(&t, "m9"), Ok(()));
+        let mut rec = ClusterRecord::default();
+        rec.cluster.id = "c1".into();
+        rec.removed_nodes
+            .insert("gone".into(), shoal_api::Timestamp::now());
+        put(&mut t, 1, Object::Cluster(rec.into()));
+        put(&mut t, 2, node("m1", NodeRole::Manager));
+        put(&mut t, 3, node("w1", NodeRole::Worker));
+        assert_eq!(manager_verdict(&t, "m1"), Ok(()));
+        assert_eq!(manager_verdict(&t, "w1"), Err(Refusal::Demoted));
+        assert_eq!(manager_verdict(&t, "gone"), Err(Refusal::Removed));
+        // Not heard of yet: refused for manager RPCs, which go to an
+        // up-to-date leader; let in for Raft (see `require_raft_peer`).
+        assert_eq!(manager_verdict(&t, "m9"), Err(Refusal::Unknown));
+        assert_eq!(
+            String::from(Refusal::Removed),
+            "the node was removed from the cluster"
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! other's changes.
 
 use serde::{Deserialize, Serialize};
-use shoal_api::{Cluster, Config, Network, Node, Secret, Service, Task};
+use shoal_api::{Cluster, Config, Network, Node, Secret, Service, Task, Timestamp};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What kind of object an op targets.
@@ -56,6 +57,12 @@ pub struct ClusterRecord {
     /// The managers' unlock key (`SWMKEY-1-…`) while autolock is on, else empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unlock_key: String,
+    /// Nodes removed from the cluster (node ID → when). Their certificates
+    /// stay valid until they expire, so this is what keeps them out; a
+    /// node neither here nor in the nodes table is one a lagging replica
+    /// has not heard of yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed_nodes: BTreeMap<String, Timestamp>,
 }
 
 /// Any stored object. Objects are immutable once stored and shared by

@@ -263,6 +263,7 @@ pub fn prepare_init(
             .as_ref()
             .map(|k| k.to_string())
             .unwrap_or_default(),
+        removed_nodes: Default::default(),
     };
     let node = Node {
         id: node_id.clone(),

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use shoal_api::{ManagerStatus, Node, NodeRole, NodeSpec, NodeState, Timestamp};
-use shoal_store::{Expect, Kind, Object, Tables};
+use shoal_store::{ClusterRecord, Expect, Kind, Object, Op, StoreError, Tables};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -256,6 +256,79 @@ pub async fn remove(
             node.id
         )));
     }
-    writes::delete_one(&m.proposer, Kind::Node, &node.id, None).await?;
-    Ok(StatusCode::OK)
+    // The node goes, and into the cluster's list of removed nodes, in one
+    // command (retried if the cluster object changed meanwhile).
+    let mut attempts = 0;
+    loop {
+        let rec = m
+            .store
+            .view(|t| t.cluster.clone())
+            .ok_or_else(|| ApiError::internal("no cluster object"))?;
+        let version = rec.cluster.version.index;
+        let mut rec = (*rec).clone();
+        record_removal(&mut rec, &node.id, Timestamp::now());
+        let ops = vec![
+            Op::Delete {
+                kind: Kind::Node,
+                id: node.id.clone(),
+                expect: None,
+            },
+            Op::Put {
+                object: Object::Cluster(rec.into()),
+                expect: Expect::Version(version),
+            },
+        ];
+        match writes::commit(&m.proposer, ops).await {
+            Err(writes::WriteFailure::Refused(StoreError::OutOfSequence)) if attempts < 5 => {
+                attempts += 1
+            }
+            r => {
+                r?;
+                return Ok(StatusCode::OK);
+            }
+        }
+    }
+}
+
+/// Most removed nodes remembered; the oldest go first (their certificates
+/// have long expired by then).
+const REMOVED_NODES_KEPT: usize = 10_000;
+
+/// Adds `id` to the cluster's removed nodes, forgetting those removed
+/// longer ago than a node certificate lives (their certificates have
+/// expired), and the oldest beyond [`REMOVED_NODES_KEPT`].
+fn record_removal(rec: &mut ClusterRecord, id: &str, now: Timestamp) {
+    let lifetime = rec.cluster.spec.node_cert_expiry();
+    rec.removed_nodes.retain(|_, at| at.elapsed() <= lifetime);
+    rec.removed_nodes.insert(id.to_string(), now);
+    while rec.removed_nodes.len() > REMOVED_NODES_KEPT {
+        let oldest = rec
+            .removed_nodes
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => rec.removed_nodes.remove(&k),
+            None => break,
+        };
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn removed_nodes_are_remembered_while_their_certificates_live() {
+        let mut rec = ClusterRecord::default();
+        let lifetime = rec.cluster.spec.node_cert_expiry();
+        let long_ago = Timestamp(Some(SystemTime::now() - lifetime - Duration::from_secs(60)));
+        let recently = Timestamp(Some(SystemTime::now() - Duration::from_secs(60)));
+        rec.removed_nodes.insert("expired".into(), long_ago);
+        rec.removed_nodes.insert("recent".into(), recently);
+        record_removal(&mut rec, "n1", Timestamp::now());
+        let kept: Vec<&str> = rec.removed_nodes.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["n1", "recent"]);
+    }
 }
