@@ -6,16 +6,16 @@ use crate::ca;
 use crate::dispatcher::Dispatcher;
 use crate::proposer::Proposer;
 use futures::Stream;
-use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
 use shoal_api::NodeRole;
 use shoal_net::pki::{NodeIdentity, Role};
 use shoal_net::rpc::pb::cluster_server::Cluster;
 use shoal_net::rpc::pb::raft_server;
 use shoal_net::rpc::{msg, parse, AgentMessage, JoinRequest, Msg, RenewRequest, TaskStatusReport};
 use shoal_net::tls::PeerInfo;
-use shoal_store::{Batch, Raft, Shared, Snapshot, SnapshotMeta, Tables, TypeConfig, Vote};
+use shoal_store::{Batch, Raft, Shared, SnapshotMeta, Tables, TypeConfig, Vote};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -131,7 +131,7 @@ impl raft_server::Raft for Services {
 
     async fn vote(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.require_raft_peer(&req)?;
-        let rpc: VoteRequest<TypeConfig> = parse(req.get_ref())?;
+        let rpc: VoteRequest<u64> = parse(req.get_ref())?;
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -141,7 +141,7 @@ impl raft_server::Raft for Services {
         let data = req.into_inner().data;
         let snapshot = Snapshot {
             meta,
-            snapshot: std::io::Cursor::new(data),
+            snapshot: Box::new(std::io::Cursor::new(data)),
         };
         reply(&self.raft.install_full_snapshot(vote, snapshot).await)
     }
@@ -180,12 +180,6 @@ impl Cluster for Services {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(Status::failed_precondition("not the leader"))
             }
-            // The entry was appended here but replaced by another leader's
-            // log: it may or may not commit. The forwarder retries, which
-            // is safe because the store applies each command ID once.
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                Err(Status::failed_precondition("leadership changed"))
-            }
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
@@ -194,7 +188,7 @@ impl Cluster for Services {
     /// wait until it has applied as much before serving a read.
     async fn leader_op(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.require_manager(&req)?;
-        let m = self.raft.metrics().borrow_watched().clone();
+        let m = self.raft.metrics().borrow().clone();
         if m.current_leader != Some(m.id) {
             return Err(Status::failed_precondition("not the leader"));
         }

@@ -7,9 +7,8 @@ use crate::peers::Peers;
 use crate::proposer::Proposer;
 use crate::raft_net::Network;
 use crate::{membership, orchestrator, writes};
-use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogStorage;
-use openraft::{EntryPayload, Membership, RaftLogReader, ReadPolicy, ServerState};
+use openraft::{EntryPayload, LeaderId, LogId, Membership, ServerState};
 use shoal_api::{Node, Timestamp};
 use shoal_store::{ClusterRecord, Entry, Expect, Member, Object, Raft, Shared, Vote};
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,13 +210,13 @@ impl Manager {
 
     /// Whether this manager is the Raft leader.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let m = self.raft.metrics().borrow().clone();
         m.current_leader == Some(m.id) && m.state == ServerState::Leader
     }
 
     /// The leader's node ID, if known.
     pub fn leader_node_id(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let m = self.raft.metrics().borrow().clone();
         let l = m.current_leader?;
         m.membership_config
             .membership()
@@ -236,7 +235,7 @@ impl Manager {
     pub async fn catch_up(&self) {
         let (leader_addr, me_leader) = {
             let m = self.raft.metrics();
-            let m = m.borrow_watched();
+            let m = m.borrow();
             let addr = m.current_leader.and_then(|l| {
                 m.membership_config
                     .membership()
@@ -312,7 +311,7 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
     loop {
         let is_leader = m.is_leader();
         {
-            let mm = m.raft.metrics().borrow_watched().clone();
+            let mm = m.raft.metrics().borrow().clone();
             let addr = mm.current_leader.and_then(|l| {
                 mm.membership_config
                     .membership()
@@ -326,11 +325,7 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
         let confirmed = is_leader
             && leading.is_none()
             && matches!(
-                tokio::time::timeout(
-                    Duration::from_secs(1),
-                    m.raft.ensure_linearizable(ReadPolicy::ReadIndex)
-                )
-                .await,
+                tokio::time::timeout(Duration::from_secs(1), m.raft.ensure_linearizable()).await,
                 Ok(Ok(_))
             );
         match (is_leader, leading.is_some()) {
@@ -386,13 +381,13 @@ async fn force_single_voter(
     let membership = Membership::new(
         vec![BTreeSet::from([raft_id])],
         BTreeMap::from([(raft_id, me)]),
-    )?;
+    );
     let entry = Entry {
-        log_id: shoal_store::log_id(term, raft_id, index),
+        log_id: LogId::new(LeaderId::new(term, raft_id), index),
         payload: EntryPayload::Membership(membership),
     };
     log.save_vote(&Vote::new_committed(term, raft_id)).await?;
-    log.append_direct(vec![entry]).await?;
+    log.append_direct(vec![entry])?;
     tracing::warn!(
         term,
         index,

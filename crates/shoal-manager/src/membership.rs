@@ -3,7 +3,6 @@
 //! a voter once it has caught up, and removed when it is demoted or removed.
 //! One membership change at a time, as Raft requires.
 
-use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use shoal_api::NodeRole;
 use shoal_store::{Member, Raft, Shared};
@@ -53,7 +52,7 @@ pub fn desired_members(store: &Shared) -> BTreeMap<u64, Member> {
 }
 
 async fn reconcile_once(raft: &Raft, store: &Shared) -> anyhow::Result<()> {
-    let m = raft.metrics().borrow_watched().clone();
+    let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(m.id) {
         return Ok(());
     }

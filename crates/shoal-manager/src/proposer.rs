@@ -6,17 +6,11 @@
 //! carry request IDs, so a forward lost with a dying leader is retried safely
 //! (the store applies each ID once).
 //!
-//! One entry is in flight at a time, by default. openraft 0.10 could take
-//! more (it replicates an entry while the leader's own append is still being
-//! written, and the WAL groups queued appends into one sync), but measured
-//! on 3 managers sharing 2 cores, 2 or 4 in flight were no faster than 1,
-//! sequentially or with 64 clients: the cost per write there is CPU, not
-//! waiting, and one entry for all the writers queued meanwhile is the
-//! cheapest. Writers that arrive meanwhile queue up and go together in the
-//! next entry.
+//! One entry is in flight at a time: openraft 0.9 appends and fsyncs inside
+//! its core task, so a second entry would only delay the first one's commit.
+//! Writers that arrive meanwhile queue up and go together in the next entry.
 
 use crate::peers::Peers;
-use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use shoal_net::rpc::msg;
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
@@ -29,10 +23,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands in one Raft entry.
 const MAX_BATCH: usize = 1024;
-/// Raft entries in flight at once from this manager. One: with openraft 0.10
-/// (appends asynchronous, fsyncs of leader and follower overlapping) 2 and 4
-/// measured no better than 1 (see the module comment); with 0.9, whose core
-/// awaited the leader's fsync, 1 beat 2, 4 and 8 (BENCHMARKS.md).
+/// Raft entries in flight at once from this manager. One: openraft 0.9
+/// appends (and fsyncs) inside its core task, so a second entry only makes
+/// the first wait (measured in BENCHMARKS.md: 1 beats 2, 4 and 8).
 const IN_FLIGHT: usize = 1;
 /// How long a new batch waits, at most, for the writers the previous one
 /// answered (it goes as soon as they are all queued).
@@ -195,7 +188,7 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
     let mut metrics = raft.metrics();
     loop {
         let (leader, me, leader_addr) = {
-            let m = metrics.borrow_watched();
+            let m = metrics.borrow();
             let addr = m.current_leader.and_then(|l| {
                 m.membership_config
                     .membership()
@@ -208,10 +201,6 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
             Some(l) if l == me => match raft.client_write(batch.clone()).await {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                // Appended here, then replaced by another leader's log:
-                // retried like a lost forward (the store applies each
-                // command ID once).
-                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {}
                 Err(e) => return Err(WriteError::Raft(e.to_string())),
             },
             Some(_) => {

@@ -6,17 +6,19 @@
 
 use crate::peers::Peers;
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
-    Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::storage::Snapshot;
 use serde::de::DeserializeOwned;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use shoal_store::{Entry, LogId, Member, Snapshot, TypeConfig, Vote};
+use shoal_store::{Entry, LogId, Member, TypeConfig, Vote};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -138,9 +140,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-type RpcErr = RPCError<TypeConfig>;
+type RpcErr<E = openraft::error::Infallible> = RPCError<u64, Member, RaftError<u64, E>>;
 
-fn map_status(target: u64, action: RPCTypes, ttl: Duration, s: tonic::Status) -> RpcErr {
+fn map_status<E: std::error::Error>(
+    target: u64,
+    action: RPCTypes,
+    ttl: Duration,
+    s: tonic::Status,
+) -> RPCError<u64, Member, E> {
     match s.code() {
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
@@ -154,14 +161,15 @@ fn map_status(target: u64, action: RPCTypes, ttl: Duration, s: tonic::Status) ->
 }
 
 impl Client {
-    async fn call<Resp>(
+    async fn call<Resp, E>(
         &self,
         action: RPCTypes,
         req: Msg,
         option: &RPCOption,
-    ) -> Result<Resp, RpcErr>
+    ) -> Result<Resp, RPCError<u64, Member, RaftError<u64, E>>>
     where
         Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
     {
         let ttl = option.soft_ttl();
         let channel = self
@@ -175,37 +183,28 @@ impl Client {
             RPCTypes::AppendEntries => client.append_entries(request).await,
             RPCTypes::Vote => client.vote(request).await,
             RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
-            // Not sent: `transfer_leader` keeps openraft's default (unsupported).
-            RPCTypes::TransferLeader => Err(tonic::Status::unimplemented("transfer_leader")),
         };
         let resp = fut
             .map_err(|s| map_status(self.target, action, ttl, s))?
             .into_inner();
-        let result: Result<Resp, RaftError<TypeConfig>> = serde_json::from_slice(&resp.json)
+        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&resp.json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        // The only error a peer's Raft returns here is that it stopped
-        // (`Fatal`): as good as down, so back off as for a down peer.
-        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for Client {
-    type SnapshotData = std::io::Cursor<Vec<u8>>;
-
-    /// Retry a down peer every 100 ms (openraft's default starts at 200 ms
-    /// and doubles up to 1 s), so a restarted manager is caught up, and
-    /// counted, quickly.
-    fn backoff(&self) -> Option<openraft::network::Backoff> {
-        Some(openraft::network::Backoff::new(std::iter::repeat(
-            Duration::from_millis(100),
-        )))
+impl RaftNetwork<TypeConfig> for Client {
+    /// Retry a down peer every 100 ms (openraft's default is 500 ms), so a
+    /// restarted manager is caught up, and counted, quickly.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
     }
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
         let req = Msg {
             json: encode_append_entries(&rpc, &self.encoded),
             data: Vec::new(),
@@ -215,19 +214,29 @@ impl RaftNetworkV2<TypeConfig> for Client {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<TypeConfig>,
+        rpc: VoteRequest<u64>,
         option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+    ) -> Result<VoteResponse<u64>, RpcErr> {
         self.call(RPCTypes::Vote, msg(&rpc), &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
+        // Snapshots are always sent whole by `full_snapshot` below.
+        let e = std::io::Error::other("chunked snapshots are not used");
+        Err(RPCError::Network(NetworkError::new(&e)))
     }
 
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: Snapshot,
+        snapshot: Snapshot<TypeConfig>,
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
         let meta = (vote, snapshot.meta.clone());
         let req = Msg {
             json: serde_json::to_vec(&meta).expect("serializable"),
@@ -251,18 +260,17 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
                 _ => StreamingError::Network(NetworkError::new(&s)),
             })?;
-        let result: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> =
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
             serde_json::from_slice(&resp.into_inner().json)
                 .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+        result.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::EntryPayload;
-    use shoal_store::log_id;
+    use openraft::{CommittedLeaderId, EntryPayload};
     use shoal_store::{Batch, Command, Expect, Object, Op};
 
     fn entry(term: u64, index: u64, name: &str) -> Entry {
@@ -276,7 +284,7 @@ mod tests {
             ..Default::default()
         };
         Entry {
-            log_id: log_id(term, 1, index),
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Normal(Batch(vec![Command {
                 ops: vec![Op::Put {
                     object: Object::Config(config.into()),
@@ -299,7 +307,7 @@ mod tests {
         ] {
             let rpc = AppendEntriesRequest::<TypeConfig> {
                 vote,
-                prev_log_id: Some(log_id(2, 1, 6)),
+                prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 6)),
                 entries,
                 leader_commit: None,
             };

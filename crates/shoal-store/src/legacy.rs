@@ -60,13 +60,13 @@ mod tests {
     use super::*;
     use crate::{LogStore, StoreKey};
     use openraft::storage::RaftLogStorage;
-    use openraft::{EntryPayload, RaftLogReader};
+    use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
     #[tokio::test]
     async fn an_old_redb_log_moves_into_the_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
-        let id = |i| crate::raft_types::log_id(2, 1, i);
+        let id = |i| LogId::new(CommittedLeaderId::new(2, 1), i);
         {
             // What the redb log store wrote.
             let db = Database::create(&path).unwrap();

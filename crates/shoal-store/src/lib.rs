@@ -1,7 +1,7 @@
 //! shoal's replicated cluster state.
 //!
 //! Managers keep the cluster's objects in in-memory [`Tables`], changed only
-//! by [`Command`]s committed through Raft (openraft 0.10) and applied in log
+//! by [`Command`]s committed through Raft (openraft 0.9) and applied in log
 //! order on every manager. The Raft log and vote live in a write-ahead log
 //! (`wal/`), snapshots in `snapshot.bin`, both sealed with the node's data
 //! key; on start the tables are rebuilt from the snapshot plus the log. Components of the leader follow
@@ -29,6 +29,14 @@ pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine};
 pub use tables::{Event, Table, Tables};
 
 use std::path::Path;
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
 
 /// Opens the durable parts of the store under `dir` (`wal/`,
 /// `snapshot.bin`), sealed with the data keys `keys` (the first seals what

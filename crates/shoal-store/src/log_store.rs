@@ -1,16 +1,11 @@
 //! The durable Raft log and vote: a write-ahead log (WAL) of segment files
 //! under `wal/`, every record sealed with the store's data key.
 //!
-//! Why not a database: an append must be durable before openraft is told it
-//! is flushed, and a redb transaction per append cost ≈ 0.4–0.5 ms here
-//! (several pages and syncs per commit) against ≈ 0.12 ms for one record
-//! written into a zero-filled file and `fdatasync`ed (BENCHMARKS.md). Every
-//! Raft write waits for a quorum of these (the leader's and a follower's,
-//! which overlap).
-//!
-//! [`LogStore`] appends asynchronously: one writer thread takes the queued
-//! appends, writes them as one record batch with one sync (group commit)
-//! and then reports them flushed, in order (see [`LogStore`]).
+//! Why not a database: an append must be durable before openraft hears of
+//! it, and a redb transaction per append cost ≈ 0.4–0.5 ms here (several
+//! pages and syncs per commit) against ≈ 0.12 ms for one record written into
+//! a zero-filled file and `fdatasync`ed (BENCHMARKS.md). Every Raft write
+//! waits for two of these (the leader's and a follower's).
 //!
 //! Layout: segments `NNNNNNNNNNNNNNNNNNNN.wal`, numbered in order, each a
 //! 32-byte header (`SHOALWAL`, version, number) followed by records. Segment
@@ -29,9 +24,9 @@
 //! was never acknowledged) and is an error anywhere else.
 
 use crate::crypt::{Cipher, KeyId, StoreKey, NONCE, TAG_LEN};
-use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::RaftLogReader;
+use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{CommittedLeaderId, ErrorSubject, ErrorVerb, RaftLogReader};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::File;
@@ -98,6 +93,22 @@ fn ops_in(e: &Entry) -> usize {
     }
 }
 
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
+}
+
+fn read_err(e: impl ToString) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl ToString) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+fn vote_err(e: impl ToString) -> StorageError {
+    io_err(ErrorSubject::Vote, ErrorVerb::Write, e)
+}
+
 /// Where an entry's record is.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
@@ -108,8 +119,7 @@ struct Loc {
 }
 
 struct Segment {
-    /// Shared so that the writer can sync it without holding the WAL's lock.
-    file: Arc<File>,
+    file: File,
     size: u64,
     /// The key its records are sealed with.
     key: KeyId,
@@ -409,39 +419,14 @@ impl Wal {
                 .read(true)
                 .write(true)
                 .open(&path)?;
-            wal.segs.insert(
-                seq,
-                Segment {
-                    file: Arc::new(file),
-                    size,
-                    key,
-                },
-            );
+            wal.segs.insert(seq, Segment { file, size, key });
             wal.active = seq;
             wal.off = pos as u64;
         }
         if wal.segs.is_empty() {
             wal.new_segment(1, FIRST_SEGMENT.min(wal.seg_size), false)?;
         }
-        wal.clamp_committed();
         Ok(wal)
-    }
-
-    /// The committed id is a hint written without a sync, and openraft
-    /// may commit (on a quorum of other members) entries this node has
-    /// submitted but not yet made durable: after a crash the hint can name
-    /// an entry that did not survive. The entries that did survive up to
-    /// its index are committed ones (the log is written in order, and never
-    /// truncated below the commit point), so the hint is cut back to the
-    /// last of them.
-    fn clamp_committed(&mut self) {
-        let Some(c) = self.committed else { return };
-        let last = self.locs.back().map(|l| l.log_id).or(self.purged);
-        if last.is_none_or(|l| l.index < c.index) {
-            tracing::info!(committed = c.index, last = ?last.map(|l| l.index),
-                "the committed hint is past the durable log; using the last durable entry");
-            self.committed = last;
-        }
     }
 
     /// Applies one replayed record to the in-memory state.
@@ -449,7 +434,7 @@ impl Wal {
         let json = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
         match rec.kind {
             Kind::Entry => {
-                let log_id = crate::raft_types::log_id(rec.term, rec.node, rec.index);
+                let log_id = LogId::new(CommittedLeaderId::new(rec.term, rec.node), rec.index);
                 if self.purged.is_some_and(|p| rec.index <= p.index) {
                     return Ok(());
                 }
@@ -515,7 +500,7 @@ impl Wal {
         } else {
             None
         };
-        let file = Arc::new(match spare {
+        let file = match spare {
             Some(Ok(Ok(()))) if size == self.seg_size => {
                 std::fs::rename(spare_path(&self.dir), &path)?;
                 std::fs::OpenOptions::new()
@@ -524,7 +509,7 @@ impl Wal {
                     .open(&path)?
             }
             _ => zero_file(&path, size)?,
-        });
+        };
         let mut head = Vec::with_capacity(SEG_HEADER as usize);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&VERSION.to_le_bytes());
@@ -552,23 +537,7 @@ impl Wal {
 
     /// Writes `buf` (whole records) at the end of the log, in a new segment
     /// if it does not fit; synced when `sync`.
-    fn write(&mut self, buf: Vec<u8>, sync: bool) -> std::io::Result<u64> {
-        let at = self.put(buf)?;
-        if sync {
-            self.active_file().sync_data()?;
-        }
-        Ok(at)
-    }
-
-    /// The segment being written (all of one `put` goes into it).
-    fn active_file(&self) -> Arc<File> {
-        self.segs[&self.active].file.clone()
-    }
-
-    /// Writes `buf` (whole records) at the end of the log, in a new segment
-    /// if it does not fit, without a sync; returns where it went (after a
-    /// committed record put before it, if one was due).
-    fn put(&mut self, mut buf: Vec<u8>) -> std::io::Result<u64> {
+    fn write(&mut self, mut buf: Vec<u8>, sync: bool) -> std::io::Result<u64> {
         if self.committed_unwritten && self.committed.is_some() {
             let mut with = Vec::new();
             self.encode_json(&mut with, Kind::Committed, &self.committed);
@@ -584,6 +553,9 @@ impl Wal {
         let at = self.off;
         let seg = &self.segs[&self.active];
         seg.file.write_all_at(&buf, at)?;
+        if sync {
+            seg.file.sync_data()?;
+        }
         self.off += buf.len() as u64;
         // Prepare the next segment once this one is half full.
         if self.spare.is_none() && self.off > seg.size / 2 {
@@ -595,19 +567,8 @@ impl Wal {
 
     /// Appends entries (already encoded as `(entry, json)`), durably.
     pub(crate) fn append(&mut self, entries: &[(LogId, Vec<u8>)]) -> std::io::Result<()> {
-        self.append_unsynced(entries)?;
-        self.active_file().sync_data()
-    }
-
-    /// Appends entries (already encoded as `(entry, json)`) without a
-    /// sync: they are readable at once; they are durable once the file
-    /// returned is synced.
-    pub(crate) fn append_unsynced(
-        &mut self,
-        entries: &[(LogId, Vec<u8>)],
-    ) -> std::io::Result<Arc<File>> {
         let Some(first) = entries.first() else {
-            return Ok(self.active_file());
+            return Ok(());
         };
         let mut buf = Vec::with_capacity(entries.iter().map(|(_, j)| j.len() + 64).sum());
         if self.last_index().is_some_and(|l| first.0.index <= l) {
@@ -625,7 +586,7 @@ impl Wal {
             spans.push((start, buf.len() - start, *id));
         }
         let total = buf.len();
-        let at = self.put(buf)?;
+        let at = self.write(buf, true)?;
         // `write` may have put a committed record before ours.
         let shift = self.off - at - total as u64;
         self.cut_from(first.0.index);
@@ -637,7 +598,7 @@ impl Wal {
                 log_id,
             });
         }
-        Ok(self.active_file())
+        Ok(())
     }
 
     pub(crate) fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
@@ -704,323 +665,13 @@ impl Wal {
     }
 }
 
-/// A reply to a caller waiting for the writer.
-type Reply = tokio::sync::oneshot::Sender<std::io::Result<()>>;
-
-/// Who hears that an append is durable.
-enum Done {
-    /// openraft (`append`): may be told before or after `append` returns.
-    Raft(IOFlushed<TypeConfig>),
-    /// A caller waiting for it (`append_direct`).
-    Reply(Reply),
-}
-
-impl Done {
-    fn complete(self, result: std::io::Result<()>) {
-        match self {
-            Done::Raft(cb) => cb.io_completed(result),
-            Done::Reply(tx) => {
-                let _ = tx.send(result);
-            }
-        }
-    }
-}
-
-/// What the writer thread does, strictly in the order asked.
-enum Op {
-    /// Entries to append (contiguous, already in the log's tail in memory).
-    Append {
-        entries: Vec<Arc<Entry>>,
-        done: Done,
-    },
-    /// The committed hint: written at once, without a sync.
-    Committed(Option<LogId>),
-    /// The vote, durably.
-    Vote(Vote, Reply),
-    /// Drop the entries from this index on, durably.
-    Truncate(u64, Reply),
-    /// Drop the entries up to this id and remember it, durably.
-    Purge(LogId, Reply),
-    /// Re-seal the whole log with this key.
-    Rekey(StoreKey, Reply),
-}
-
-/// The log's state in memory, shared by the store, its readers and the writer.
-#[derive(Default)]
-struct Mem {
-    /// A contiguous suffix of the log, decoded: every entry not yet written
-    /// to the WAL (readers find it nowhere else), and the newest others.
-    tail: BTreeMap<u64, Arc<Entry>>,
-    /// Ops in the entries of `tail`.
-    ops: usize,
-    /// The first index of each append queued for the writer and not yet
-    /// written, oldest first.
-    unwritten: VecDeque<u64>,
-    vote: Option<Vote>,
-    committed: Option<LogId>,
-    purged: Option<LogId>,
-    /// Set when a write failed: the store takes no more writes.
-    failed: Option<String>,
-    /// Groups of appends written (each with one sync).
-    groups: u64,
-}
-
-impl Mem {
-    fn insert(&mut self, e: Arc<Entry>) {
-        self.ops += ops_in(&e);
-        if let Some(old) = self.tail.insert(e.log_id.index, e) {
-            self.ops -= ops_in(&old);
-        }
-    }
-
-    /// Drops the entries from `index` on.
-    fn cut_from(&mut self, index: u64) {
-        for (_, e) in self.tail.split_off(&index) {
-            self.ops -= ops_in(&e);
-        }
-    }
-
-    /// Drops the entries up to `index`.
-    fn cut_to(&mut self, index: u64) {
-        let keep = self.tail.split_off(&(index + 1));
-        for e in std::mem::replace(&mut self.tail, keep).values() {
-            self.ops -= ops_in(e);
-        }
-    }
-
-    /// Forgets the oldest entries beyond the cache's bounds, but never one
-    /// that is not yet written.
-    fn trim(&mut self) {
-        let keep_from = self.unwritten.iter().min().copied();
-        while self.tail.len() > CACHE_ENTRIES || (self.ops > CACHE_OPS && self.tail.len() > 1) {
-            let Some(oldest) = self.tail.first_entry() else {
-                break;
-            };
-            if keep_from.is_some_and(|k| *oldest.key() >= k) {
-                break;
-            }
-            let e = oldest.remove();
-            self.ops -= ops_in(&e);
-        }
-    }
-
-    fn check(&self) -> std::io::Result<()> {
-        match &self.failed {
-            Some(e) => Err(std::io::Error::other(format!(
-                "the Raft log failed earlier: {e}"
-            ))),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What the store's clones share; the last one dropped stops the writer
-/// (after it finished what was queued).
-struct Inner {
-    wal: Arc<Mutex<Wal>>,
-    mem: Arc<Mutex<Mem>>,
-    tx: Option<std::sync::mpsc::Sender<Op>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
-    }
-}
-
 /// The log store. Cheap to clone (shares the WAL).
-///
-/// Appends are asynchronous: `append` puts the entries into the tail kept
-/// in memory (where readers find them at once) and queues them for one
-/// writer thread, which writes whatever appends are queued as one WAL write
-/// with one `fdatasync` (group commit) and then tells openraft, in order,
-/// that they are durable. So the leader replicates an entry while it is
-/// still being written locally, and several entries can be in flight.
-/// Votes, truncation, purges and re-keying go through the same queue, so
-/// every write reaches the disk in the order openraft asked for it; those
-/// wait until they are durable.
 #[derive(Clone)]
 pub struct LogStore {
-    inner: Arc<Inner>,
-}
-
-fn mem_lock(mem: &Mutex<Mem>) -> std::sync::MutexGuard<'_, Mem> {
-    mem.lock().expect("log memory lock")
-}
-
-fn wal_lock(wal: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal> {
-    wal.lock().expect("wal lock")
-}
-
-fn copy_err(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), e.to_string())
-}
-
-/// The writer thread: runs the queued operations in order.
-fn writer(rx: std::sync::mpsc::Receiver<Op>, wal: Arc<Mutex<Wal>>, mem: Arc<Mutex<Mem>>) {
-    let mut next: Option<Op> = None;
-    loop {
-        let op = match next.take() {
-            Some(op) => op,
-            None => match rx.recv() {
-                Ok(op) => op,
-                Err(_) => return,
-            },
-        };
-        if let Err(e) = mem_lock(&mem).check() {
-            fail_op(op, e);
-            continue;
-        }
-        let result = match op {
-            Op::Append { entries, done } => {
-                // Group commit: every append queued by now goes into the
-                // same write and sync.
-                let mut group = vec![(entries, done)];
-                loop {
-                    match rx.try_recv() {
-                        Ok(Op::Append { entries, done }) => group.push((entries, done)),
-                        Ok(Op::Committed(c)) => {
-                            // Carried by this group's write.
-                            let mut w = wal_lock(&wal);
-                            w.committed = c;
-                            w.committed_unwritten = true;
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                write_group(&wal, &mem, group)
-            }
-            Op::Committed(c) => {
-                let mut w = wal_lock(&wal);
-                w.committed = c;
-                w.committed_unwritten = true;
-                w.write(Vec::new(), false).map(drop)
-            }
-            Op::Vote(vote, reply) => {
-                let r = wal_lock(&wal).save_vote(&vote);
-                if r.is_ok() {
-                    mem_lock(&mem).vote = Some(vote);
-                }
-                let result = r.as_ref().map(drop).map_err(copy_err);
-                let _ = reply.send(r);
-                result
-            }
-            Op::Truncate(index, reply) => reply_with(reply, wal_lock(&wal).truncate(index)),
-            Op::Purge(upto, reply) => reply_with(reply, wal_lock(&wal).purge(upto)),
-            Op::Rekey(key, reply) => reply_with(reply, wal_lock(&wal).rekey(&key)),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "writing the Raft log failed");
-            mem_lock(&mem).failed = Some(e.to_string());
-        }
-    }
-}
-
-fn reply_with(reply: Reply, r: std::io::Result<()>) -> std::io::Result<()> {
-    let result = r.as_ref().map(drop).map_err(copy_err);
-    let _ = reply.send(r);
-    result
-}
-
-/// Answers an operation that comes after a failed write.
-fn fail_op(op: Op, e: std::io::Error) {
-    match op {
-        Op::Append { done, .. } => done.complete(Err(e)),
-        Op::Committed(_) => {}
-        Op::Vote(_, reply) | Op::Truncate(_, reply) | Op::Purge(_, reply) | Op::Rekey(_, reply) => {
-            let _ = reply.send(Err(e));
-        }
-    }
-}
-
-/// Writes a group of appends with one write and one sync, then tells
-/// their callers, in order.
-fn write_group(
-    wal: &Mutex<Wal>,
-    mem: &Mutex<Mem>,
-    group: Vec<(Vec<Arc<Entry>>, Done)>,
-) -> std::io::Result<()> {
-    let started = std::time::Instant::now();
-    let mut encoded: Vec<(LogId, Vec<u8>)> = Vec::new();
-    let mut result = Ok(());
-    for (entries, _) in &group {
-        let Some(first) = entries.first() else {
-            continue;
-        };
-        // An append that replaces entries of an earlier one in the group
-        // (a follower's log overwritten) replaces them here too.
-        while encoded
-            .last()
-            .is_some_and(|(id, _)| id.index >= first.log_id.index)
-        {
-            encoded.pop();
-        }
-        for e in entries {
-            match serde_json::to_vec(&**e) {
-                Ok(json) => encoded.push((e.log_id, json)),
-                Err(err) => result = Err(std::io::Error::other(err)),
-            }
-        }
-    }
-    let bytes: usize = encoded.iter().map(|(_, j)| j.len()).sum();
-    if result.is_ok() {
-        // Written (and indexed) under the lock; synced outside it, so that
-        // readers of older entries do not wait for the disk.
-        let file = wal_lock(wal).append_unsynced(&encoded);
-        result = file.and_then(|f| f.sync_data());
-    }
-    {
-        let mut m = mem_lock(mem);
-        for _ in 0..group.len() {
-            m.unwritten.pop_front();
-        }
-        m.groups += 1;
-        m.trim();
-    }
-    let appends = group.len();
-    for (_, done) in group {
-        done.complete(result.as_ref().map(drop).map_err(copy_err));
-    }
-    tracing::debug!(
-        target: "shoal_store::io",
-        appends,
-        entries = encoded.len(),
-        bytes,
-        us = started.elapsed().as_micros() as u64,
-        "log append"
-    );
-    result
-}
-
-/// The entries of `tail` within `bounds` (an empty or inverted range gives none).
-fn tail_range(tail: &BTreeMap<u64, Arc<Entry>>, bounds: (Bound<u64>, Bound<u64>)) -> Vec<Entry> {
-    let start = match bounds.0 {
-        Bound::Included(i) => i,
-        Bound::Excluded(i) => match i.checked_add(1) {
-            Some(s) => s,
-            None => return Vec::new(),
-        },
-        Bound::Unbounded => 0,
-    };
-    let end = match bounds.1 {
-        Bound::Included(i) => i.checked_add(1),
-        Bound::Excluded(i) => Some(i),
-        Bound::Unbounded => None,
-    };
-    let range = match end {
-        Some(end) if end <= start => return Vec::new(),
-        Some(end) => tail.range(start..end),
-        None => tail.range(start..),
-    };
-    range.map(|(_, e)| (**e).clone()).collect()
+    wal: Arc<Mutex<Wal>>,
+    /// The newest entries, so replication reads them without a disk read
+    /// and a decode (followers ask for what was just appended).
+    cache: Arc<Mutex<BTreeMap<u64, Entry>>>,
 }
 
 impl LogStore {
@@ -1031,103 +682,43 @@ impl LogStore {
         let dir = raft_dir.join("wal");
         let legacy = raft_dir.join("raft.redb");
         let fresh = !dir.exists();
-        let mut wal = Wal::open(&dir, keys, segment_bytes())?;
+        let wal = Wal::open(&dir, keys, segment_bytes())?;
+        let store = LogStore {
+            wal: Arc::new(Mutex::new(wal)),
+            cache: Default::default(),
+        };
         if fresh && legacy.exists() {
-            crate::legacy::migrate(&legacy, &mut wal)?;
+            crate::legacy::migrate(&legacy, &mut store.wal())?;
         }
-        let mem = Mem {
-            vote: wal.vote,
-            committed: wal.committed,
-            purged: wal.purged,
-            ..Default::default()
-        };
-        let wal = Arc::new(Mutex::new(wal));
-        let mem = Arc::new(Mutex::new(mem));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let writer = {
-            let (wal, mem) = (wal.clone(), mem.clone());
-            std::thread::Builder::new()
-                .name("shoal-wal".into())
-                .spawn(move || writer(rx, wal, mem))?
-        };
-        Ok(LogStore {
-            inner: Arc::new(Inner {
-                wal,
-                mem,
-                tx: Some(tx),
-                writer: Some(writer),
-            }),
-        })
+        Ok(store)
     }
 
-    fn send(&self, op: Op) -> std::io::Result<()> {
-        self.inner
-            .tx
-            .as_ref()
-            .expect("writer channel")
-            .send(op)
-            .map_err(|_| std::io::Error::other("the WAL writer stopped"))
-    }
-
-    /// Queues `op` (made with the reply channel) and waits for its result.
-    async fn run(&self, op: impl FnOnce(Reply) -> Op) -> std::io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(op(tx))?;
-        rx.await
-            .map_err(|_| std::io::Error::other("the WAL writer stopped"))?
-    }
-
-    /// Puts `entries` into the tail in memory and queues them for the writer.
-    fn submit(&self, entries: Vec<Entry>, done: Done) -> std::io::Result<()> {
-        let Some(first) = entries.first().map(|e| e.log_id.index) else {
-            done.complete(Ok(()));
-            return Ok(());
-        };
-        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
-        {
-            let mut mem = mem_lock(&self.inner.mem);
-            mem.check()?;
-            // Overwritten indexes and everything after them are replaced.
-            mem.cut_from(first);
-            for e in &entries {
-                mem.insert(e.clone());
-            }
-            mem.unwritten.push_back(first);
-            mem.trim();
-        }
-        self.send(Op::Append { entries, done })
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().expect("wal lock")
     }
 
     /// Appends entries outside of Raft (`--force-new-cluster`, before Raft
     /// starts), durably.
-    pub async fn append_direct(&self, entries: Vec<Entry>) -> std::io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(entries, Done::Reply(tx))?;
-        rx.await
-            .map_err(|_| std::io::Error::other("the WAL writer stopped"))?
+    pub fn append_direct(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let encoded = entries
+            .iter()
+            .map(|e| serde_json::to_vec(e).map(|j| (e.log_id, j)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(write_err)?;
+        self.cache.lock().expect("log cache").clear();
+        self.wal().append(&encoded).map_err(write_err)
     }
 
     /// Re-seals the whole log with `key` (see [`Wal::rekey`]).
     pub async fn rekey(&self, key: StoreKey) -> anyhow::Result<()> {
-        self.run(|reply| Op::Rekey(key, reply)).await?;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").rekey(&key)).await??;
         Ok(())
     }
 
     /// Index of the last entry in the log, if any.
     pub fn last_log_index(&self) -> Option<u64> {
-        self.last_log_id().map(|l| l.index)
-    }
-
-    /// The last entry's id, or the purge point when no entry is left.
-    fn last_log_id(&self) -> Option<LogId> {
-        let (last, purged) = {
-            let mem = mem_lock(&self.inner.mem);
-            // The tail holds every entry not yet written, so when it is
-            // empty the WAL has the last one.
-            (mem.tail.last_key_value().map(|(_, e)| e.log_id), mem.purged)
-        };
-        last.or_else(|| wal_lock(&self.inner.wal).locs.back().map(|l| l.log_id))
-            .or(purged)
+        self.wal().last_index()
     }
 }
 
@@ -1135,59 +726,49 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, std::io::Error> {
+    ) -> Result<Vec<Entry>, StorageError> {
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let first = match bounds.0 {
-            Bound::Included(i) => Some(i),
-            Bound::Excluded(i) => i.checked_add(1),
-            Bound::Unbounded => Some(0),
-        };
-        let (from_memory, lowest) = {
-            let mem = mem_lock(&self.inner.mem);
-            let lowest = mem.tail.first_key_value().map(|(k, _)| *k);
-            // The tail is a contiguous suffix of the log (appends are
-            // contiguous; truncation and purges cut its ends), so a range
-            // that starts inside it is served whole from memory.
-            let part = tail_range(&mem.tail, bounds);
-            if let (Some(first), Some(lowest)) = (first, lowest) {
+        {
+            let cache = self.cache.lock().expect("log cache");
+            let first = match bounds.0 {
+                Bound::Included(i) => Some(i),
+                Bound::Excluded(i) => Some(i + 1),
+                Bound::Unbounded => None,
+            };
+            // The cache holds a contiguous suffix of the log (appends are
+            // contiguous; truncate and purge cut its ends), so a range that
+            // starts inside it is served whole from memory.
+            if let (Some(first), Some((&lowest, _))) = (first, cache.first_key_value()) {
                 if first >= lowest {
-                    return Ok(part);
+                    return Ok(cache.range(bounds).map(|(_, e)| e.clone()).collect());
                 }
             }
-            (part, lowest)
-        };
-        // The rest is below the tail, all of it written to the WAL.
-        let wal = self.inner.wal.clone();
-        let mut entries = tokio::task::spawn_blocking(move || {
-            let wal = wal_lock(&wal);
+        }
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            let wal = wal.lock().expect("wal lock");
             let locs: Vec<Loc> = wal
                 .locs
                 .iter()
                 .filter(|l| bounds.contains(&l.log_id.index))
-                .filter(|l| lowest.is_none_or(|low| l.log_id.index < low))
                 .copied()
                 .collect();
-            wal.read(&locs).map_err(std::io::Error::other)
+            wal.read(&locs).map_err(read_err)
         })
         .await
-        .map_err(std::io::Error::other)??;
-        entries.extend(from_memory);
-        Ok(entries)
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
-        Ok(mem_lock(&self.inner.mem).vote)
+        .map_err(read_err)?
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
-        let purged = mem_lock(&self.inner.mem).purged;
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let wal = self.wal();
+        let last = wal.locs.back().map(|l| l.log_id);
         Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: self.last_log_id(),
+            last_purged_log_id: wal.purged,
+            last_log_id: last.or(wal.purged),
         })
     }
 
@@ -1195,54 +776,121 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let wal = self.wal.clone();
         let vote = *vote;
-        self.run(|reply| Op::Vote(vote, reply)).await
+        tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").save_vote(&vote))
+            .await
+            .map_err(vote_err)?
+            .map_err(vote_err)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.wal().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // A hint, written without a sync: it survives a killed process (it
         // is in the page cache), so a restarted manager re-applies up to it
         // at once instead of serving older state until it is leader again.
-        {
-            let mut mem = mem_lock(&self.inner.mem);
-            mem.check()?;
-            mem.committed = committed;
-        }
-        self.send(Op::Committed(committed))
+        let mut wal = self.wal();
+        wal.committed = committed;
+        wal.committed_unwritten = true;
+        wal.write(Vec::new(), false).map(drop).map_err(write_err)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
-        Ok(mem_lock(&self.inner.mem).committed)
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.wal().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), std::io::Error>
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        self.submit(entries.into_iter().collect(), Done::Raft(callback))
-    }
-
-    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), std::io::Error> {
-        let from = last.map_or(0, |l| l.index + 1);
-        mem_lock(&self.inner.mem).cut_from(from);
-        self.run(|reply| Op::Truncate(from, reply)).await
-    }
-
-    async fn purge(&mut self, upto: LogId) -> Result<(), std::io::Error> {
-        {
-            let mut mem = mem_lock(&self.inner.mem);
-            mem.cut_to(upto.index);
-            if mem.purged.is_none_or(|p| p.index < upto.index) {
-                mem.purged = Some(upto);
+        let started = std::time::Instant::now();
+        let mut encoded = Vec::new();
+        let mut fresh = Vec::new();
+        for e in entries {
+            encoded.push((e.log_id, serde_json::to_vec(&e).map_err(write_err)?));
+            fresh.push(e);
+        }
+        let n = encoded.len();
+        let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+        // On the blocking pool, not on RaftCore's runtime thread: writing
+        // inline made a lone sequential writer ~15–25 % faster, but under a
+        // burst (1,000 task starts) a runtime thread stuck in fsync slowed
+        // everything else on it (3.1–3.2 s → 4.0–4.1 s; BENCHMARKS.md).
+        let wal = self.wal.clone();
+        let res =
+            tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&encoded))
+                .await
+                .map_err(write_err)?;
+        match res {
+            Ok(()) => {
+                {
+                    let mut cache = self.cache.lock().expect("log cache");
+                    if let Some(first) = fresh.first() {
+                        // Overwritten indexes and everything after them are replaced.
+                        let stale: Vec<u64> =
+                            cache.range(first.log_id.index..).map(|(k, _)| *k).collect();
+                        for k in stale {
+                            cache.remove(&k);
+                        }
+                    }
+                    for e in fresh {
+                        cache.insert(e.log_id.index, e);
+                    }
+                    let mut ops: usize = cache.values().map(ops_in).sum();
+                    while cache.len() > CACHE_ENTRIES || (ops > CACHE_OPS && cache.len() > 1) {
+                        if let Some((_, e)) = cache.pop_first() {
+                            ops -= ops_in(&e);
+                        }
+                    }
+                }
+                callback.log_io_completed(Ok(()));
+                tracing::debug!(
+                    target: "shoal_store::io",
+                    entries = n,
+                    bytes,
+                    us = started.elapsed().as_micros() as u64,
+                    "log append"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
             }
         }
-        self.run(|reply| Op::Purge(upto, reply)).await
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache
+            .lock()
+            .expect("log cache")
+            .retain(|k, _| *k < log_id.index);
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").truncate(log_id.index))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache
+            .lock()
+            .expect("log cache")
+            .retain(|k, _| *k > log_id.index);
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").purge(log_id))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)
     }
 }
 
@@ -1253,21 +901,18 @@ mod tests {
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry {
-            log_id: crate::raft_types::log_id(term, 1, index),
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Blank,
         }
     }
 
     fn membership_entry(term: u64, index: u64) -> Entry {
         Entry {
-            log_id: crate::raft_types::log_id(term, 1, index),
-            payload: EntryPayload::Membership(
-                Membership::new(
-                    vec![std::collections::BTreeSet::from([1])],
-                    std::collections::BTreeMap::from([(1, crate::Member::default())]),
-                )
-                .unwrap(),
-            ),
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Membership(Membership::new(
+                vec![std::collections::BTreeSet::from([1])],
+                (),
+            )),
         }
     }
 
@@ -1299,8 +944,9 @@ mod tests {
             assert!(wal.segs.len() > 1, "rolled over: {}", wal.segs.len());
             wal.truncate(950).unwrap();
             append(&mut wal, &[entry(2, 950), membership_entry(2, 951)]);
-            wal.purge(crate::raft_types::log_id(1, 1, 900)).unwrap();
-            wal.committed = Some(crate::raft_types::log_id(2, 1, 951));
+            wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 900))
+                .unwrap();
+            wal.committed = Some(LogId::new(CommittedLeaderId::new(2, 1), 951));
             wal.committed_unwritten = true;
             append(&mut wal, &[entry(2, 952)]);
         }
@@ -1384,7 +1030,8 @@ mod tests {
             for i in 1..=1000u64 {
                 append(&mut wal, &[entry(1, i)]);
             }
-            wal.purge(crate::raft_types::log_id(1, 1, 10)).unwrap();
+            wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 10))
+                .unwrap();
             assert!(wal.segs.len() > 1);
             wal.rekey(&new).unwrap();
             assert_eq!(wal.keys_in_use(), vec![new.id()]);
@@ -1398,121 +1045,6 @@ mod tests {
         let got = ids(&wal);
         assert_eq!((got.len(), got[0], got[990]), (991, (11, 1), (1001, 2)));
         assert_eq!(wal.read(&[wal.locs[5]]).unwrap()[0].log_id.index, 16);
-    }
-
-    #[test]
-    fn a_committed_hint_past_the_durable_log_is_cut_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = StoreKey::generate();
-        {
-            let mut wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
-            append(&mut wal, &[entry(1, 1), entry(1, 2), entry(1, 3)]);
-            // Committed on other members, not yet written here.
-            wal.committed = Some(crate::raft_types::log_id(1, 1, 9));
-            wal.committed_unwritten = true;
-            wal.write(Vec::new(), false).unwrap();
-        }
-        let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
-        assert_eq!(wal.committed, Some(crate::raft_types::log_id(1, 1, 3)));
-    }
-
-    fn flushed() -> (
-        IOFlushed<TypeConfig>,
-        tokio::sync::oneshot::Receiver<std::io::Result<()>>,
-    ) {
-        use openraft::type_config::TypeConfigExt;
-        let (tx, rx) = TypeConfig::oneshot();
-        (IOFlushed::signal(tx), rx)
-    }
-
-    // Holding the WAL's lock across appends is the point: it stands for a
-    // slow disk (the writer waits for it; appends and reads must not).
-    #[allow(clippy::await_holding_lock)]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn appends_are_readable_at_once_and_durable_in_groups() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = StoreKey::generate();
-        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
-        store.save_vote(&Vote::new(1, 1)).await.unwrap();
-        let mut waits = Vec::new();
-        {
-            // While the WAL is busy, appends still return, and what they
-            // appended reads back, from memory; none is reported durable.
-            let wal = store.inner.wal.clone();
-            let _busy = wal.lock().unwrap();
-            for i in 1..=100u64 {
-                let (cb, rx) = flushed();
-                store.append([entry(1, i)], cb).await.unwrap();
-                let got = store.try_get_log_entries(i..i + 1).await.unwrap();
-                assert_eq!(got.len(), 1);
-                assert_eq!(got[0].log_id.index, i);
-                waits.push(rx);
-            }
-            let got = store.try_get_log_entries(1..).await.unwrap();
-            assert_eq!(got.len(), 100);
-            assert_eq!(
-                store.get_log_state().await.unwrap().last_log_id,
-                Some(crate::raft_types::log_id(1, 1, 100))
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            assert!(waits.iter_mut().all(|rx| rx.try_recv().is_err()));
-        }
-        for rx in waits {
-            rx.await.unwrap().unwrap();
-        }
-        // One write and sync for what was queued meanwhile (the writer may
-        // have taken the first append alone before it blocked).
-        let groups = store.inner.mem.lock().unwrap().groups;
-        assert!(groups <= 2, "{groups} groups");
-        // Most entries are now read back from the WAL, the newest from memory.
-        let got = store.try_get_log_entries(1..=100).await.unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
-            (1..=100).collect::<Vec<_>>()
-        );
-        // Appends queued before a truncation are written before it.
-        for i in 101..=110u64 {
-            store
-                .append([entry(1, i)], IOFlushed::noop())
-                .await
-                .unwrap();
-        }
-        store
-            .truncate_after(Some(crate::raft_types::log_id(1, 1, 105)))
-            .await
-            .unwrap();
-        let (cb, rx) = flushed();
-        store
-            .append([entry(2, 106), membership_entry(2, 107)], cb)
-            .await
-            .unwrap();
-        rx.await.unwrap().unwrap();
-        store
-            .purge(crate::raft_types::log_id(1, 1, 50))
-            .await
-            .unwrap();
-        store
-            .save_committed(Some(crate::raft_types::log_id(2, 1, 106)))
-            .await
-            .unwrap();
-        // The last clone stops the writer once it wrote everything queued.
-        drop(store);
-        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id.unwrap().index, 50);
-        assert_eq!(
-            state.last_log_id,
-            Some(crate::raft_types::log_id(2, 1, 107))
-        );
-        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
-        assert_eq!(store.read_committed().await.unwrap().unwrap().index, 106);
-        let got = store.try_get_log_entries(..).await.unwrap();
-        let ids: Vec<_> = got
-            .iter()
-            .map(|e| (e.log_id.index, e.log_id.leader_id.term))
-            .collect();
-        assert_eq!(ids.len(), 57);
-        assert_eq!((ids[0], ids[54], ids[55]), ((51, 1), (105, 1), (106, 2)));
     }
 
     #[test]

@@ -7,12 +7,11 @@
 //! renamed, so a crash leaves either the old or the new one.
 
 use crate::crypt::{self, KeyId, StoreKey};
-use crate::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::tables::{Event, Tables, TablesImage};
 use crate::BatchResult;
-use futures::{Stream, TryStreamExt};
-use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, RaftSnapshotBuilder};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -68,8 +67,20 @@ pub struct StateMachine {
     membership: StoredMembership,
 }
 
-fn io_err(e: impl ToString) -> std::io::Error {
-    std::io::Error::other(e.to_string())
+fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+fn snap_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(
+        ErrorSubject::Snapshot(None),
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 /// Magic of a sealed snapshot file; the key's id follows it.
@@ -241,52 +252,58 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Cursor<Vec<u8>>;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
-        let data = serde_json::to_vec(&std::mem::take(&mut self.image)).map_err(io_err)?;
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = serde_json::to_vec(&std::mem::take(&mut self.image))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::now_nanos()),
+            None => format!("0-0-{}", crate::now_nanos()),
+        };
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
+            snapshot_id,
         };
         let file = self.file.clone();
         let (meta, data) =
             tokio::task::spawn_blocking(move || file.write(&meta, &data).map(|_| (meta, data)))
                 .await
-                .map_err(io_err)??;
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Cursor<Vec<u8>>;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), std::io::Error>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
     where
-        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>> + Unpin + Send,
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
     {
-        // The whole batch is applied under one lock of the tables; its
-        // writers are answered once all of it is visible and announced.
-        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        let mut responses = Vec::with_capacity(entries.len());
+        let mut results = Vec::new();
         let mut batches = Vec::new();
         {
-            let mut tables = self.shared.tables.write().map_err(io_err)?;
-            for (entry, responder) in entries {
+            let mut tables = self
+                .shared
+                .tables
+                .write()
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            for entry in entries {
                 self.last_applied = Some(entry.log_id);
-                let result = match entry.payload {
-                    EntryPayload::Blank => BatchResult::default(),
+                match entry.payload {
+                    EntryPayload::Blank => results.push(BatchResult::default()),
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
-                        BatchResult::default()
+                        results.push(BatchResult::default());
                     }
                     EntryPayload::Normal(batch) => {
                         let mut all_events = Vec::new();
@@ -302,11 +319,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 events: all_events,
                             }));
                         }
-                        BatchResult(res)
+                        results.push(BatchResult(res));
                     }
-                };
-                if let Some(r) = responder {
-                    responses.push((r, result));
                 }
             }
         }
@@ -317,10 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(l) = self.last_applied {
             self.shared.applied.send_replace(l.index);
         }
-        for (r, result) in responses {
-            r.send(result);
-        }
-        Ok(())
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -333,19 +344,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Cursor<Vec<u8>>,
-    ) -> Result<(), std::io::Error> {
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let image: TablesImage = serde_json::from_slice(&data).map_err(io_err)?;
+        let image: TablesImage =
+            serde_json::from_slice(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let file = self.file.clone();
         let m = meta.clone();
         tokio::task::spawn_blocking(move || file.write(&m, &data))
             .await
-            .map_err(io_err)??;
-        *self.shared.tables.write().map_err(io_err)? = Tables::from_image(image);
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        *self
+            .shared
+            .tables
+            .write()
+            .map_err(|e| sm_err(ErrorVerb::Write, e))? = Tables::from_image(image);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let _ = self.shared.changes.send(Change::Reset);
@@ -355,14 +376,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let file = self.file.clone();
         let found = tokio::task::spawn_blocking(move || file.read())
             .await
-            .map_err(io_err)??;
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(found.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
@@ -375,29 +397,10 @@ mod tests {
     fn snapshot_file_is_sealed_and_reads_back_only_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
-        // The metadata names a member, which must not show in clear either.
-        let member = crate::Member {
-            addr: "snap-1.example:4242".into(),
-            node_id: "node-1".into(),
-        };
         let meta = SnapshotMeta {
             last_log_id: None,
-            last_membership: StoredMembership::new(
-                None,
-                openraft::Membership::new(
-                    vec![std::collections::BTreeSet::from([1])],
-                    std::collections::BTreeMap::from([(1, member)]),
-                )
-                .unwrap(),
-            ),
-        };
-        let addr = |m: &SnapshotMeta| {
-            m.last_membership
-                .membership()
-                .get_node(&1)
-                .unwrap()
-                .addr
-                .clone()
+            last_membership: StoredMembership::default(),
+            snapshot_id: "snap-1".into(),
         };
         let data = b"{\"secret\":\"plain-text-4711\"}".repeat(100_000);
         write_snapshot_file(dir.path(), &key, &meta, &data).unwrap();
@@ -408,7 +411,7 @@ mod tests {
         let (m, d) = read_snapshot_file(dir.path(), std::slice::from_ref(&key))
             .unwrap()
             .unwrap();
-        assert_eq!(addr(&m), "snap-1.example:4242");
+        assert_eq!(m.snapshot_id, "snap-1");
         assert_eq!(d, data);
         assert!(read_snapshot_file(dir.path(), &[StoreKey::generate()]).is_err());
         // Re-keyed, it opens with the new key only.
@@ -426,8 +429,8 @@ mod tests {
         std::fs::write(dir.path().join("snapshot.bin"), &old).unwrap();
         let (m, d) = read_snapshot_file(dir.path(), &[key]).unwrap().unwrap();
         assert_eq!(
-            (addr(&m).as_str(), d.as_slice()),
-            ("snap-1.example:4242", &b"{}"[..])
+            (m.snapshot_id.as_str(), d.as_slice()),
+            ("snap-1", &b"{}"[..])
         );
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::result_large_err)]
 
-use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::testing::{StoreBuilder, Suite};
 use shoal_store::{LogStore, StateMachine, StorageError, TypeConfig};
 
 struct Builder;
@@ -17,8 +17,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wal_log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder).await?;
+#[test]
+fn wal_log_store_and_state_machine_pass_openraft_suite() -> Result<(), StorageError> {
+    Suite::test_all(Builder)?;
     Ok(())
 }
