@@ -55,14 +55,7 @@ impl Services {
     /// knows the cluster, still be a manager in it (demoted or removed
     /// managers' certificates open nothing).
     fn require_manager<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
-        let id = caller(req, &self.cluster_id)?;
-        if id.role != Role::Manager {
-            return Err(Status::permission_denied("only managers may call this"));
-        }
-        self.store
-            .view(|t| manager_verdict(t, &id.node_id))
-            .map_err(Status::permission_denied)?;
-        Ok(id)
+        self.manager_caller(req, false)
     }
 
     /// [`Self::require_manager`] for the Raft RPCs, which also let in a
@@ -71,13 +64,21 @@ impl Services {
     /// after that prefix (refusing it would stop the catching up for good).
     /// A removed one stays out: the cluster object lists removed nodes.
     fn require_raft_peer<T>(&self, req: &Request<T>) -> Result<NodeIdentity, Status> {
+        self.manager_caller(req, true)
+    }
+
+    fn manager_caller<T>(
+        &self,
+        req: &Request<T>,
+        unknown_ok: bool,
+    ) -> Result<NodeIdentity, Status> {
         let id = caller(req, &self.cluster_id)?;
         if id.role != Role::Manager {
             return Err(Status::permission_denied("only managers may call this"));
         }
         self.store
             .view(|t| match manager_verdict(t, &id.node_id) {
-                Err(Refusal::Unknown) => Ok(()),
+                Err(Refusal::Unknown) if unknown_ok => Ok(()),
                 other => other,
             })
             .map_err(Status::permission_denied)?;

@@ -247,14 +247,6 @@ pub enum StoreError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch(pub Vec<Command>);
 
-/// How openraft names an entry's payload in its logs.
-impl std::fmt::Display for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ops: usize = self.0.iter().map(|c| c.ops.len()).sum();
-        write!(f, "batch of {} commands, {ops} ops", self.0.len())
-    }
-}
-
 /// Results of a [`Batch`], one per command.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchResult(pub Vec<CommandResult>);
