@@ -37,10 +37,18 @@ pub struct Services {
 
 /// The verified identity of the caller, which must belong to this cluster.
 pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<NodeIdentity, Status> {
-    let id = req
-        .extensions()
-        .get::<PeerInfo>()
-        .and_then(|p| p.identity.clone())
+    identity_in(
+        req.extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.as_ref()),
+        cluster_id,
+    )
+}
+
+/// `identity`, if there is one and it belongs to this cluster.
+fn identity_in(identity: Option<&NodeIdentity>, cluster_id: &str) -> Result<NodeIdentity, Status> {
+    let id = identity
+        .cloned()
         .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
     if id.cluster_id != cluster_id {
         return Err(Status::permission_denied(
@@ -72,7 +80,22 @@ impl Services {
         req: &Request<T>,
         unknown_ok: bool,
     ) -> Result<NodeIdentity, Status> {
-        let id = caller(req, &self.cluster_id)?;
+        let info = req.extensions().get::<PeerInfo>();
+        self.check_manager(info.and_then(|p| p.identity.as_ref()), unknown_ok)
+    }
+
+    /// The Raft RPC rule of [`Services::require_raft_peer`], for a caller
+    /// known by its certificate's `identity` (the replication stream's).
+    pub fn check_raft_peer(&self, identity: Option<&NodeIdentity>) -> Result<NodeIdentity, Status> {
+        self.check_manager(identity, true)
+    }
+
+    fn check_manager(
+        &self,
+        identity: Option<&NodeIdentity>,
+        unknown_ok: bool,
+    ) -> Result<NodeIdentity, Status> {
+        let id = identity_in(identity, &self.cluster_id)?;
         if id.role != Role::Manager {
             return Err(Status::permission_denied("only managers may call this"));
         }

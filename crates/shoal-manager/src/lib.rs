@@ -11,6 +11,7 @@ pub mod orchestrator;
 pub mod peers;
 pub mod proposer;
 pub mod raft_net;
+pub mod raft_stream;
 pub mod writes;
 
 pub use manager::{Bootstrap, Manager, ManagerConfig};

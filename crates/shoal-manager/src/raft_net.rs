@@ -1,5 +1,10 @@
-//! openraft's network over gRPC: each Raft RPC is one unary call carrying
-//! the openraft message as JSON; snapshots go whole, as raw bytes.
+//! openraft's network. AppendEntries (every write's replication, and the
+//! heartbeats) go over the Raft replication stream ([`shoal_net::frame`]):
+//! one mutual-TLS connection per replication session, request then response,
+//! no task in between. Votes and snapshots are unary gRPC calls carrying the
+//! openraft message as JSON; snapshots go whole, as raw bytes. A peer that
+//! does not serve the stream (an older shoal during an upgrade) gets
+//! AppendEntries over gRPC too.
 //!
 //! The replication streams to the followers send the same entries, so each
 //! entry's JSON is made once and shared by all of them ([`EncodedEntries`]).
@@ -16,13 +21,17 @@ use openraft::raft::{
 };
 use openraft::storage::Snapshot;
 use serde::de::DeserializeOwned;
+use shoal_net::frame;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
+use shoal_net::tls::{TlsConnector, ALPN_RAFT};
 use shoal_store::{Entry, LogId, Member, TypeConfig, Vote};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Makes Raft clients for openraft.
 #[derive(Clone)]
@@ -47,6 +56,26 @@ pub struct Client {
     addr: String,
     peers: Arc<Peers>,
     encoded: Arc<Mutex<EncodedEntries>>,
+    /// The replication stream to the target, once connected.
+    stream: Option<TlsStream<TcpStream>>,
+    /// Until then, the target is known not to serve the stream: use gRPC.
+    grpc_until: Option<Instant>,
+    /// The last response's body.
+    reply: Vec<u8>,
+}
+
+/// How long a target that does not serve the replication stream is not
+/// asked again (it may be upgraded and restarted meanwhile).
+const GRPC_FALLBACK: Duration = Duration::from_secs(60);
+
+/// Why a request over the replication stream failed.
+enum StreamError {
+    /// The target does not serve the stream.
+    NotServed,
+    /// No connection could be made.
+    Unreachable(std::io::Error),
+    /// The connection broke, or the answer was not a frame we know.
+    Io(std::io::Error),
 }
 
 /// Most entries kept encoded...
@@ -95,19 +124,21 @@ impl EncodedEntries {
 
 /// The JSON of `rpc` (exactly what `serde_json::to_vec(rpc)` gives), with
 /// its entries taken from `cache`.
+/// Appended to `out`.
 fn encode_append_entries(
     rpc: &AppendEntriesRequest<TypeConfig>,
     cache: &Mutex<EncodedEntries>,
-) -> Vec<u8> {
+    out: &mut Vec<u8>,
+) {
     let entries: Vec<Arc<[u8]>> = rpc
         .entries
         .iter()
         .map(|e| EncodedEntries::get(cache, e))
         .collect();
     let len = entries.iter().map(|e| e.len() + 1).sum::<usize>();
-    let mut out = Vec::with_capacity(len + 256);
-    field(&mut out, "{\"vote\":", &rpc.vote);
-    field(&mut out, ",\"prev_log_id\":", &rpc.prev_log_id);
+    out.reserve(len + 256);
+    field(out, "{\"vote\":", &rpc.vote);
+    field(out, ",\"prev_log_id\":", &rpc.prev_log_id);
     out.extend_from_slice(b",\"entries\":[");
     for (i, e) in entries.iter().enumerate() {
         if i > 0 {
@@ -116,9 +147,8 @@ fn encode_append_entries(
         out.extend_from_slice(e);
     }
     out.push(b']');
-    field(&mut out, ",\"leader_commit\":", &rpc.leader_commit);
+    field(out, ",\"leader_commit\":", &rpc.leader_commit);
     out.push(b'}');
-    out
 }
 
 /// Writes `prefix` then `value` as JSON.
@@ -136,6 +166,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             peers: self.peers.clone(),
             encoded: self.encoded.clone(),
+            stream: None,
+            grpc_until: None,
+            reply: Vec::new(),
         }
     }
 }
@@ -193,6 +226,115 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sends the frame `req` over the replication stream (connecting first
+    /// if need be) and reads the answer into `self.reply`; returns its tag.
+    /// A connection that was already open and fails is replaced once: the
+    /// target may have restarted since (AppendEntries may be sent twice).
+    async fn over_stream(&mut self, req: &mut [u8]) -> Result<u8, StreamError> {
+        loop {
+            let reused = self.stream.is_some();
+            if self.stream.is_none() {
+                let s = TlsConnector::new(self.peers.raft_tls())
+                    .connect(&self.addr)
+                    .await
+                    .map_err(|e| {
+                        if refused_alpn(&e) {
+                            StreamError::NotServed
+                        } else {
+                            StreamError::Unreachable(e)
+                        }
+                    })?;
+                if s.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
+                    return Err(StreamError::NotServed);
+                }
+                self.stream = Some(s);
+            }
+            let s = self.stream.as_mut().expect("connected");
+            let r = match frame::send(s, req).await {
+                Ok(()) => frame::recv(s, &mut self.reply).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(tag) => return Ok(tag),
+                Err(e) => {
+                    self.stream = None;
+                    if !reused {
+                        return Err(StreamError::Io(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// AppendEntries over the replication stream; `None` when the target
+    /// does not serve it.
+    async fn append_over_stream(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        ttl: Duration,
+    ) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
+        let mut req = frame::start(frame::APPEND_ENTRIES, 256);
+        encode_append_entries(rpc, &self.encoded, &mut req);
+        let r = match tokio::time::timeout(ttl, self.over_stream(&mut req)).await {
+            Err(_) => {
+                // Cut off mid-exchange: the connection's state is unknown.
+                self.stream = None;
+                return Some(Err(RPCError::Timeout(Timeout {
+                    action: RPCTypes::AppendEntries,
+                    id: 0,
+                    target: self.target,
+                    timeout: ttl,
+                })));
+            }
+            Ok(Err(StreamError::NotServed)) => {
+                tracing::info!(addr = %self.addr, "peer does not serve the Raft replication stream; using gRPC");
+                self.grpc_until = Some(Instant::now() + GRPC_FALLBACK);
+                return None;
+            }
+            Ok(Err(StreamError::Unreachable(e))) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Ok(Err(StreamError::Io(e))) => Err(network(&e)),
+            Ok(Ok(frame::OK)) => {
+                let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+                    match serde_json::from_slice(&self.reply) {
+                        Ok(r) => r,
+                        Err(e) => return Some(Err(network(&e))),
+                    };
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(Ok(frame::REFUSED)) => {
+                let why = String::from_utf8_lossy(&self.reply).into_owned();
+                Err(network(&std::io::Error::other(why)))
+            }
+            Ok(Ok(tag)) => {
+                self.stream = None;
+                Err(network(&std::io::Error::other(format!(
+                    "unknown answer type {tag}"
+                ))))
+            }
+        };
+        Some(r)
+    }
+}
+
+fn network<E: std::error::Error + 'static>(e: &E) -> RpcErr {
+    RPCError::Network(NetworkError::new(e))
+}
+
+/// Whether `e` is the server refusing every ALPN protocol we offered.
+fn refused_alpn(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            )
+        })
+}
+
 impl RaftNetwork<TypeConfig> for Client {
     /// Retry a down peer every 100 ms (openraft's default is 500 ms), so a
     /// restarted manager is caught up, and counted, quickly.
@@ -205,8 +347,15 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        if self.grpc_until.is_none_or(|t| Instant::now() >= t) {
+            if let Some(r) = self.append_over_stream(&rpc, option.soft_ttl()).await {
+                return r;
+            }
+        }
+        let mut json = Vec::new();
+        encode_append_entries(&rpc, &self.encoded, &mut json);
         let req = Msg {
-            json: encode_append_entries(&rpc, &self.encoded),
+            json,
             data: Vec::new(),
         };
         self.call(RPCTypes::AppendEntries, req, &option).await
@@ -311,7 +460,8 @@ mod tests {
                 entries,
                 leader_commit: None,
             };
-            let ours = encode_append_entries(&rpc, &cache);
+            let mut ours = Vec::new();
+            encode_append_entries(&rpc, &cache, &mut ours);
             assert_eq!(ours, serde_json::to_vec(&rpc).unwrap());
             let back: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&ours).unwrap();
             assert_eq!(back.entries, rpc.entries);

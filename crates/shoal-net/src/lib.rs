@@ -8,6 +8,7 @@
 //!   server-side connection stream for tonic (with each peer's identity) and
 //!   the client-side channel.
 
+pub mod frame;
 pub mod lock;
 pub mod pki;
 pub mod rpc;

@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
+use shoal_net::frame;
 use shoal_net::pki::{NodeCert, Role, RootCa, DEFAULT_NODE_CERT_VALIDITY};
 use shoal_net::tls::{
     bootstrap_client_config, client_config, client_config_with_cert, connect_channel,
-    pinned_client_config, server_config, server_config_with_cert, PeerInfo, ReloadableCert,
-    TlsConnector, TlsIncoming,
+    pinned_client_config, server_config, server_config_with_cert, with_alpn, PeerInfo,
+    ReloadableCert, TlsConnector, TlsIncoming, ALPN_RAFT,
 };
 use shoal_net::token::JoinToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -436,4 +437,86 @@ async fn renewed_certificates_apply_to_new_connections() {
     assert_eq!(leaf, renewed_der);
 
     server.shutdown().await;
+}
+
+/// Connections that negotiate the Raft stream's ALPN go to the side door,
+/// with the caller's identity; gRPC on the same port is unaffected, and an
+/// ALPN protocol nobody serves is refused during the handshake.
+#[tokio::test]
+async fn side_door_takes_the_raft_alpn_beside_grpc() {
+    let p = pki();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (side, mut side_rx) = tokio::sync::mpsc::channel(4);
+    let incoming =
+        TlsIncoming::with_side_door(listener, manager_server_config(&p), ALPN_RAFT, side);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(Router, incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let cfg = client_config(
+        &p.ca.cert_pem,
+        Some((p.manager.cert_pem.as_str(), p.manager.key_pem.as_str())),
+    )
+    .unwrap();
+
+    let mut client = TlsConnector::new(with_alpn(&cfg, ALPN_RAFT))
+        .connect(&addr.to_string())
+        .await
+        .unwrap();
+    assert_eq!(client.get_ref().1.alpn_protocol(), Some(ALPN_RAFT));
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), side_rx.recv())
+        .await
+        .expect("a side-door connection")
+        .unwrap();
+    assert_eq!(conn.alpn(), Some(ALPN_RAFT));
+    let id = conn.peer_info().identity.clone().expect("an identity");
+    assert_eq!((id.node_id.as_str(), id.role), (MANAGER, Role::Manager));
+    // Frames go both ways.
+    let mut req = frame::start(frame::APPEND_ENTRIES, 2);
+    req.extend_from_slice(b"hi");
+    frame::send(&mut client, &mut req).await.unwrap();
+    let mut body = Vec::new();
+    let tag = frame::recv(conn.get_mut(), &mut body).await.unwrap();
+    assert_eq!((tag, body.as_slice()), (frame::APPEND_ENTRIES, &b"hi"[..]));
+    let mut answer = frame::start(frame::OK, 2);
+    answer.extend_from_slice(b"ok");
+    frame::send(conn.get_mut(), &mut answer).await.unwrap();
+    let tag = frame::recv(&mut client, &mut body).await.unwrap();
+    assert_eq!((tag, body.as_slice()), (frame::OK, &b"ok"[..]));
+
+    // gRPC on the same port still works, and never reaches the side door.
+    let who = who_am_i(addr, cfg.clone()).await.unwrap();
+    assert_eq!(who, format!("{MANAGER}/swarm-manager/{CLUSTER}"));
+    assert!(side_rx.try_recv().is_err());
+
+    // An ALPN protocol the server does not speak fails the handshake.
+    let err = TlsConnector::new(with_alpn(&cfg, b"nope/1"))
+        .connect(&addr.to_string())
+        .await
+        .unwrap_err();
+    // (What the Raft client looks for to fall back to gRPC.)
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(
+            inner,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            ))
+        ),
+        "{err:?}"
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops")
+        .unwrap();
 }

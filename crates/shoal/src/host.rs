@@ -531,9 +531,21 @@ impl Host {
                     .max_decoding_message_size(1 << 30)
                     .max_encoding_message_size(1 << 30)
             });
-            let cluster =
-                services.map(|s| ClusterServer::new(s).max_decoding_message_size(256 << 20));
-            let incoming = TlsIncoming::new(listener, server_cfg);
+            let cluster = services
+                .clone()
+                .map(|s| ClusterServer::new(s).max_decoding_message_size(256 << 20));
+            // Raft replication streams come in on the gRPC port; a worker
+            // drops them (no receiver).
+            let (raft_conns, raft_rx) = mpsc::channel(16);
+            if let Some(s) = &services {
+                tokio::spawn(shoal_manager::raft_stream::serve(
+                    raft_rx,
+                    s.clone(),
+                    token.clone(),
+                ));
+            }
+            let incoming =
+                TlsIncoming::with_side_door(listener, server_cfg, tls::ALPN_RAFT, raft_conns);
             let t = token.clone();
             tokio::spawn(async move {
                 let r = tonic::transport::Server::builder()

@@ -525,3 +525,81 @@ fn five_managers_survive_losing_two() {
 fn seven_managers_survive_losing_three() {
     managers_survive_losing_a_minority(7);
 }
+
+/// Sends one frame over the Raft replication stream to `addr` as the node
+/// whose certificate and key are `identity` (none: anonymous); returns the
+/// answer's tag and body.
+fn raft_stream_call(
+    ca: &str,
+    identity: Option<(&str, &str)>,
+    addr: &str,
+    body: &[u8],
+) -> std::io::Result<(u8, String)> {
+    use shoal_net::{frame, tls};
+    let cfg = tls::client_config(ca, identity).unwrap();
+    let cfg = tls::with_alpn(&cfg, tls::ALPN_RAFT);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s = tls::TlsConnector::new(cfg).connect(addr).await?;
+        let mut req = frame::start(frame::APPEND_ENTRIES, body.len());
+        req.extend_from_slice(body);
+        frame::send(&mut s, &mut req).await?;
+        let mut reply = Vec::new();
+        let tag = tokio::time::timeout(T, frame::recv(&mut s, &mut reply))
+            .await
+            .map_err(|_| std::io::Error::other("no answer"))??;
+        Ok((tag, String::from_utf8_lossy(&reply).into_owned()))
+    })
+}
+
+#[test]
+fn raft_stream_admits_only_managers_and_survives_bad_frames() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    wait_for("2 ready nodes", T, || {
+        (ready_count(&c, 0)? == 2).then_some(())
+    });
+    let read = |node: usize, file: &str| {
+        std::fs::read_to_string(c.nodes[node].dir.join("certs").join(file)).unwrap()
+    };
+    let ca = read(0, "ca.pem");
+    let (m_cert, m_key) = (read(0, "node.pem"), read(0, "node.key"));
+    let (w_cert, w_key) = (read(1, "node.pem"), read(1, "node.key"));
+    let addr = c.nodes[0].addr.clone();
+    let refused = shoal_net::frame::REFUSED;
+
+    // A worker's certificate, or none, opens nothing.
+    let (tag, why) = raft_stream_call(&ca, Some((&w_cert, &w_key)), &addr, b"{}").unwrap();
+    assert_eq!(
+        (tag, why.as_str()),
+        (refused, "only managers may call this")
+    );
+    let (tag, why) = raft_stream_call(&ca, None, &addr, b"{}").unwrap();
+    assert_eq!(
+        (tag, why.as_str()),
+        (refused, "a node certificate is required")
+    );
+    // A manager's certificate with a request that is not one is told so.
+    let (tag, why) = raft_stream_call(&ca, Some((&m_cert, &m_key)), &addr, b"not json").unwrap();
+    assert_eq!(tag, refused);
+    assert!(why.starts_with("invalid AppendEntries request"), "{why}");
+    // A worker does not serve the stream at all.
+    let w_addr = c.nodes[1].addr.clone();
+    assert!(raft_stream_call(&ca, Some((&m_cert, &m_key)), &w_addr, b"{}").is_err());
+
+    // A certificate from another CA is refused during the handshake.
+    let mut other = Cluster::new();
+    other.init("o1", &[]);
+    let o =
+        |file: &str| std::fs::read_to_string(other.nodes[0].dir.join("certs").join(file)).unwrap();
+    let err =
+        raft_stream_call(&ca, Some((&o("node.pem"), &o("node.key"))), &addr, b"{}").unwrap_err();
+    assert!(err.to_string().contains("alert"), "{err}");
+
+    // The manager is unharmed: writes still commit.
+    c.nodes[0].ok(&["node", "update", "--label-add", "after=frames", "w1"]);
+}

@@ -79,6 +79,16 @@ impl TlsConn {
     pub fn get_ref(&self) -> &TlsStream<TcpStream> {
         &self.stream
     }
+
+    /// The underlying TLS stream, to read and write.
+    pub fn get_mut(&mut self) -> &mut TlsStream<TcpStream> {
+        &mut self.stream
+    }
+
+    /// The ALPN protocol the handshake agreed on, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.stream.get_ref().1.alpn_protocol()
+    }
 }
 
 impl tonic::transport::server::Connected for TlsConn {
@@ -160,9 +170,35 @@ impl std::fmt::Debug for TlsIncoming {
 impl TlsIncoming {
     /// Starts accepting on `listener`. Must be called within a tokio runtime.
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> TlsIncoming {
+        TlsIncoming::start(listener, config, None)
+    }
+
+    /// Like [`TlsIncoming::new`], but connections that negotiated the ALPN
+    /// protocol `alpn` go to `side` instead of this stream (for a protocol
+    /// served beside gRPC on the same port). Such a connection is dropped
+    /// when `side` is full or closed.
+    pub fn with_side_door(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        alpn: &'static [u8],
+        side: mpsc::Sender<TlsConn>,
+    ) -> TlsIncoming {
+        TlsIncoming::start(listener, config, Some(SideDoor { alpn, side }))
+    }
+
+    fn start(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        side: Option<SideDoor>,
+    ) -> TlsIncoming {
         let local_addr = listener.local_addr().ok();
         let (tx, rx) = mpsc::channel(READY_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(config),
+            tx,
+            side.map(Arc::new),
+        ));
         TlsIncoming {
             ready: rx,
             accept_task,
@@ -190,10 +226,17 @@ impl Stream for TlsIncoming {
     }
 }
 
+/// Where connections of another ALPN protocol go.
+struct SideDoor {
+    alpn: &'static [u8],
+    side: mpsc::Sender<TlsConn>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<io::Result<TlsConn>>,
+    side: Option<Arc<SideDoor>>,
 ) {
     // Handshakes in flight; dropped (and so aborted) with this task.
     let mut handshakes: JoinSet<()> = JoinSet::new();
@@ -206,11 +249,22 @@ async fn accept_loop(
                     }
                     let acceptor = acceptor.clone();
                     let ready = ready.clone();
+                    let side = side.clone();
                     handshakes.spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
-                                // The receiver is gone only when the server stopped.
-                                let _ = ready.send(Ok(TlsConn::new(stream, remote_addr))).await;
+                                let conn = TlsConn::new(stream, remote_addr);
+                                match side {
+                                    Some(door) if conn.alpn() == Some(door.alpn) => {
+                                        if door.side.try_send(conn).is_err() {
+                                            tracing::debug!(%remote_addr, "side-door connection dropped: not taken");
+                                        }
+                                    }
+                                    // The receiver is gone only when the server stopped.
+                                    _ => {
+                                        let _ = ready.send(Ok(conn)).await;
+                                    }
+                                }
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");

@@ -47,6 +47,16 @@ use crate::pki::{certs_from_pem, PkiError, Role};
 
 /// ALPN protocol offered and accepted: HTTP/2, which gRPC runs on.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol of the Raft replication stream ([`crate::frame`]), served
+/// beside gRPC on the same port ([`TlsIncoming::with_side_door`]).
+pub const ALPN_RAFT: &[u8] = b"shoal-raft/1";
+
+/// `config` offering only the ALPN protocol `alpn` instead of `h2`.
+pub fn with_alpn(config: &ClientConfig, alpn: &[u8]) -> Arc<ClientConfig> {
+    let mut c = config.clone();
+    c.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(c)
+}
 
 /// Errors building TLS configurations or channels.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +127,7 @@ pub fn server_config_with_cert(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_RAFT.to_vec()];
     // No session resumption: a resumed session would carry the identity of the
     // certificate from its first handshake, hiding a renewal or role change.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
