@@ -90,6 +90,15 @@ impl Services {
         self.check_manager(identity, true)
     }
 
+    /// The rule of [`Services::require_manager`], for a caller known by its
+    /// certificate's `identity` (a stream's).
+    pub fn check_manager_peer(
+        &self,
+        identity: Option<&NodeIdentity>,
+    ) -> Result<NodeIdentity, Status> {
+        self.check_manager(identity, false)
+    }
+
     fn check_manager(
         &self,
         identity: Option<&NodeIdentity>,

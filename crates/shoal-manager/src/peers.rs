@@ -1,9 +1,17 @@
-//! Cached gRPC channels to other nodes, over mutual TLS.
+//! Cached gRPC channels to other nodes, and Raft stream clients to other
+//! managers, over mutual TLS.
 
+use crate::raft_stream::StreamClient;
 use shoal_net::tls::connect_channel;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+/// Idle stream clients kept for forwarding writes.
+const IDLE_STREAMS: usize = 4;
+/// How long a manager that does not serve the Raft stream is not asked again.
+pub const NOT_SERVED_FOR: Duration = Duration::from_secs(60);
 
 /// One lazily connected channel per peer address, reused by every caller.
 pub struct Peers {
@@ -11,6 +19,10 @@ pub struct Peers {
     /// `tls` offering the Raft replication stream's ALPN instead of gRPC's.
     raft_tls: Arc<rustls::ClientConfig>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Idle stream clients (with their connections), for forwarded writes.
+    idle_streams: Mutex<Vec<StreamClient>>,
+    /// Managers that do not serve the stream, until when not to ask again.
+    not_served: Mutex<HashMap<String, Instant>>,
 }
 
 impl Peers {
@@ -20,12 +32,56 @@ impl Peers {
             raft_tls: shoal_net::tls::with_alpn(&tls, shoal_net::tls::ALPN_RAFT),
             tls,
             channels: Mutex::new(HashMap::new()),
+            idle_streams: Mutex::new(Vec::new()),
+            not_served: Mutex::new(HashMap::new()),
         })
     }
 
     /// The TLS configuration of Raft replication streams.
     pub fn raft_tls(&self) -> Arc<rustls::ClientConfig> {
         self.raft_tls.clone()
+    }
+
+    /// A stream client to the manager at `addr`: an idle one if there is
+    /// one, else a new one. Give it back with [`Peers::put_stream`].
+    pub fn take_stream(&self, addr: &str) -> StreamClient {
+        let mut idle = self.idle_streams.lock().expect("peers lock");
+        match idle.iter().position(|c| c.addr() == addr) {
+            Some(i) => idle.swap_remove(i),
+            None => StreamClient::new(addr, self.raft_tls()),
+        }
+    }
+
+    /// Keeps `client` for the next [`Peers::take_stream`].
+    pub fn put_stream(&self, client: StreamClient) {
+        let mut idle = self.idle_streams.lock().expect("peers lock");
+        idle.push(client);
+        if idle.len() > IDLE_STREAMS {
+            idle.remove(0);
+        }
+    }
+
+    /// Whether the manager at `addr` may serve the Raft stream (it was not
+    /// found not to in the last [`NOT_SERVED_FOR`]).
+    pub fn serves_stream(&self, addr: &str) -> bool {
+        let mut map = self.not_served.lock().expect("peers lock");
+        match map.get(addr) {
+            Some(until) if Instant::now() < *until => false,
+            Some(_) => {
+                map.remove(addr);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Records that the manager at `addr` does not serve the Raft stream.
+    pub fn stream_not_served(&self, addr: &str) {
+        tracing::info!(%addr, "manager does not serve the Raft stream; using gRPC");
+        self.not_served
+            .lock()
+            .expect("peers lock")
+            .insert(addr.to_string(), Instant::now() + NOT_SERVED_FOR);
     }
 
     /// The channel to `addr` (`host:port`); connects on first use.

@@ -2,7 +2,8 @@
 //!
 //! Concurrent writers are batched into one Raft entry (one fsync, one
 //! replication round for many writes). On a follower the batch is forwarded
-//! to the leader over gRPC; during an election it waits for a leader. Commands
+//! to the leader over the Raft stream (gRPC if the leader does not serve it);
+//! during an election it waits for a leader. Commands
 //! carry request IDs, so a forward lost with a dying leader is retried safely
 //! (the store applies each ID once).
 //!
@@ -11,7 +12,9 @@
 //! Writers that arrive meanwhile queue up and go together in the next entry.
 
 use crate::peers::Peers;
+use crate::raft_stream::{StreamClient, StreamError};
 use openraft::error::{ClientWriteError, RaftError};
+use shoal_net::frame;
 use shoal_net::rpc::msg;
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_store::{Batch, BatchResult, Command, CommandResult, Raft};
@@ -228,6 +231,45 @@ enum Forward {
 }
 
 async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult, Forward> {
+    if peers.serves_stream(addr) {
+        let mut client = peers.take_stream(addr);
+        let mut req = frame::start(frame::PROPOSE, 256);
+        serde_json::to_writer(&mut req, batch).expect("serializable");
+        let answer = tokio::time::timeout(WRITE_TIMEOUT, client.call(&mut req)).await;
+        let why = |c: &StreamClient| String::from_utf8_lossy(c.reply()).into_owned();
+        match answer {
+            Ok(Ok(frame::OK)) => {
+                let r = serde_json::from_slice(client.reply()).map_err(|e| {
+                    Forward::Failed(WriteError::Unknown(format!("bad reply from leader: {e}")))
+                });
+                peers.put_stream(client);
+                return r;
+            }
+            // Not the leader (any more), or Raft could not take it now.
+            Ok(Ok(frame::RETRY)) => {
+                peers.put_stream(client);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Err(Forward::Retry);
+            }
+            Ok(Ok(frame::REFUSED)) => {
+                let e = WriteError::Unknown(why(&client));
+                peers.put_stream(client);
+                return Err(Forward::Failed(e));
+            }
+            Ok(Ok(tag)) => {
+                return Err(Forward::Failed(WriteError::Unknown(format!(
+                    "unknown answer type {tag} from the leader"
+                ))))
+            }
+            Ok(Err(StreamError::NotServed)) => peers.stream_not_served(addr),
+            // Lost in transit (the leader died?), or no answer in time:
+            // retrying is safe because the store applies each command ID once.
+            Ok(Err(_)) | Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Err(Forward::Retry);
+            }
+        }
+    }
     let channel = peers.channel(addr).map_err(|_| Forward::Retry)?;
     let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let mut req = tonic::Request::new(msg(batch));

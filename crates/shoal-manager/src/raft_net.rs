@@ -10,6 +10,7 @@
 //! entry's JSON is made once and shared by all of them ([`EncodedEntries`]).
 
 use crate::peers::Peers;
+use crate::raft_stream::{StreamClient, StreamError};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Timeout, Unreachable,
@@ -24,14 +25,11 @@ use serde::de::DeserializeOwned;
 use shoal_net::frame;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use shoal_net::tls::{TlsConnector, ALPN_RAFT};
 use shoal_store::{Entry, LogId, Member, TypeConfig, Vote};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use std::time::Duration;
 
 /// Makes Raft clients for openraft.
 #[derive(Clone)]
@@ -56,26 +54,8 @@ pub struct Client {
     addr: String,
     peers: Arc<Peers>,
     encoded: Arc<Mutex<EncodedEntries>>,
-    /// The replication stream to the target, once connected.
-    stream: Option<TlsStream<TcpStream>>,
-    /// Until then, the target is known not to serve the stream: use gRPC.
-    grpc_until: Option<Instant>,
-    /// The last response's body.
-    reply: Vec<u8>,
-}
-
-/// How long a target that does not serve the replication stream is not
-/// asked again (it may be upgraded and restarted meanwhile).
-const GRPC_FALLBACK: Duration = Duration::from_secs(60);
-
-/// Why a request over the replication stream failed.
-enum StreamError {
-    /// The target does not serve the stream.
-    NotServed,
-    /// No connection could be made.
-    Unreachable(std::io::Error),
-    /// The connection broke, or the answer was not a frame we know.
-    Io(std::io::Error),
+    /// The replication stream to the target.
+    stream: StreamClient,
 }
 
 /// Most entries kept encoded...
@@ -166,9 +146,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             peers: self.peers.clone(),
             encoded: self.encoded.clone(),
-            stream: None,
-            grpc_until: None,
-            reply: Vec::new(),
+            stream: StreamClient::new(&node.addr, self.peers.raft_tls()),
         }
     }
 }
@@ -227,46 +205,6 @@ impl Client {
 }
 
 impl Client {
-    /// Sends the frame `req` over the replication stream (connecting first
-    /// if need be) and reads the answer into `self.reply`; returns its tag.
-    /// A connection that was already open and fails is replaced once: the
-    /// target may have restarted since (AppendEntries may be sent twice).
-    async fn over_stream(&mut self, req: &mut [u8]) -> Result<u8, StreamError> {
-        loop {
-            let reused = self.stream.is_some();
-            if self.stream.is_none() {
-                let s = TlsConnector::new(self.peers.raft_tls())
-                    .connect(&self.addr)
-                    .await
-                    .map_err(|e| {
-                        if refused_alpn(&e) {
-                            StreamError::NotServed
-                        } else {
-                            StreamError::Unreachable(e)
-                        }
-                    })?;
-                if s.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
-                    return Err(StreamError::NotServed);
-                }
-                self.stream = Some(s);
-            }
-            let s = self.stream.as_mut().expect("connected");
-            let r = match frame::send(s, req).await {
-                Ok(()) => frame::recv(s, &mut self.reply).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(tag) => return Ok(tag),
-                Err(e) => {
-                    self.stream = None;
-                    if !reused {
-                        return Err(StreamError::Io(e));
-                    }
-                }
-            }
-        }
-    }
-
     /// AppendEntries over the replication stream; `None` when the target
     /// does not serve it.
     async fn append_over_stream(
@@ -276,10 +214,10 @@ impl Client {
     ) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
         let mut req = frame::start(frame::APPEND_ENTRIES, 256);
         encode_append_entries(rpc, &self.encoded, &mut req);
-        let r = match tokio::time::timeout(ttl, self.over_stream(&mut req)).await {
+        let r = match tokio::time::timeout(ttl, self.stream.call(&mut req)).await {
             Err(_) => {
                 // Cut off mid-exchange: the connection's state is unknown.
-                self.stream = None;
+                self.stream.reset();
                 return Some(Err(RPCError::Timeout(Timeout {
                     action: RPCTypes::AppendEntries,
                     id: 0,
@@ -288,8 +226,7 @@ impl Client {
                 })));
             }
             Ok(Err(StreamError::NotServed)) => {
-                tracing::info!(addr = %self.addr, "peer does not serve the Raft replication stream; using gRPC");
-                self.grpc_until = Some(Instant::now() + GRPC_FALLBACK);
+                self.peers.stream_not_served(&self.addr);
                 return None;
             }
             Ok(Err(StreamError::Unreachable(e))) => {
@@ -298,18 +235,18 @@ impl Client {
             Ok(Err(StreamError::Io(e))) => Err(network(&e)),
             Ok(Ok(frame::OK)) => {
                 let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
-                    match serde_json::from_slice(&self.reply) {
+                    match serde_json::from_slice(self.stream.reply()) {
                         Ok(r) => r,
                         Err(e) => return Some(Err(network(&e))),
                     };
                 result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(Ok(frame::REFUSED)) => {
-                let why = String::from_utf8_lossy(&self.reply).into_owned();
+                let why = String::from_utf8_lossy(self.stream.reply()).into_owned();
                 Err(network(&std::io::Error::other(why)))
             }
             Ok(Ok(tag)) => {
-                self.stream = None;
+                self.stream.reset();
                 Err(network(&std::io::Error::other(format!(
                     "unknown answer type {tag}"
                 ))))
@@ -321,18 +258,6 @@ impl Client {
 
 fn network<E: std::error::Error + 'static>(e: &E) -> RpcErr {
     RPCError::Network(NetworkError::new(e))
-}
-
-/// Whether `e` is the server refusing every ALPN protocol we offered.
-fn refused_alpn(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| {
-            matches!(
-                r,
-                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
-            )
-        })
 }
 
 impl RaftNetwork<TypeConfig> for Client {
@@ -347,7 +272,7 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        if self.grpc_until.is_none_or(|t| Instant::now() >= t) {
+        if self.peers.serves_stream(&self.addr) {
             if let Some(r) = self.append_over_stream(&rpc, option.soft_ttl()).await {
                 return r;
             }

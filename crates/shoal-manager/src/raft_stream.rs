@@ -1,17 +1,25 @@
-//! The server side of the Raft replication stream ([`shoal_net::frame`]):
-//! AppendEntries from the leader's replication sessions, one connection per
-//! session, answered in order on the connection's own task.
+//! The Raft stream ([`shoal_net::frame`]) between managers: AppendEntries
+//! from the leader's replication sessions (one connection per session), and
+//! writes forwarded by followers to the leader. Each connection carries one
+//! request, then its answer, at a time; the server answers on the
+//! connection's own task.
 //!
-//! The caller's certificate is checked at every request with the same rule
-//! as the Raft gRPC calls ([`Services::check_raft_peer`]), so a manager
-//! demoted or removed while connected is refused from its next request on.
+//! The caller's certificate is checked at every request with the same rules
+//! as the gRPC calls ([`Services::check_raft_peer`] for AppendEntries,
+//! [`Services::check_manager_peer`] for writes), so a manager demoted or
+//! removed while connected is refused from its next request on.
 
 use crate::grpc::Services;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesRequest;
 use shoal_net::frame;
-use shoal_net::tls::TlsConn;
-use shoal_store::TypeConfig;
+use shoal_net::pki::NodeIdentity;
+use shoal_net::tls::{TlsConn, TlsConnector, ALPN_RAFT};
+use shoal_store::{Batch, TypeConfig};
+use std::sync::Arc;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Serves every connection that comes in on `conns` until `stop`.
@@ -54,39 +62,149 @@ async fn connection(mut conn: TlsConn, services: &Services) -> std::io::Result<(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut out = match answer(services, identity.as_ref(), tag, &body).await {
-            Ok(json) => {
-                let mut out = frame::start(frame::OK, json.len());
-                out.extend_from_slice(&json);
-                out
-            }
-            Err(why) => {
-                let mut out = frame::start(frame::REFUSED, why.len());
-                out.extend_from_slice(why.as_bytes());
-                out
-            }
+        let (tag, answer) = match answer(services, identity.as_ref(), tag, &body).await {
+            Ok(json) => (frame::OK, json),
+            Err((tag, why)) => (tag, why.into_bytes()),
         };
+        let mut out = frame::start(tag, answer.len());
+        out.extend_from_slice(&answer);
         frame::send(conn.get_mut(), &mut out).await?;
     }
 }
 
-/// The JSON answer to one request, or why it is refused.
+/// The JSON answer to one request, or another answer's tag and message.
 async fn answer(
     services: &Services,
-    identity: Option<&shoal_net::pki::NodeIdentity>,
+    identity: Option<&NodeIdentity>,
     tag: u8,
     body: &[u8],
-) -> Result<Vec<u8>, String> {
-    services
-        .check_raft_peer(identity)
-        .map_err(|s| s.message().to_string())?;
+) -> Result<Vec<u8>, (u8, String)> {
+    let refused = |s: tonic::Status| (frame::REFUSED, s.message().to_string());
     match tag {
         frame::APPEND_ENTRIES => {
-            let rpc: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(body)
-                .map_err(|e| format!("invalid AppendEntries request: {e}"))?;
+            services.check_raft_peer(identity).map_err(refused)?;
+            let rpc: AppendEntriesRequest<TypeConfig> =
+                serde_json::from_slice(body).map_err(|e| {
+                    (
+                        frame::REFUSED,
+                        format!("invalid AppendEntries request: {e}"),
+                    )
+                })?;
             let result = services.raft.append_entries(rpc).await;
             Ok(serde_json::to_vec(&result).expect("serializable"))
         }
-        other => Err(format!("unknown request type {other}")),
+        frame::PROPOSE => {
+            services.check_manager_peer(identity).map_err(refused)?;
+            let batch: Batch = serde_json::from_slice(body)
+                .map_err(|e| (frame::REFUSED, format!("invalid write batch: {e}")))?;
+            match services.raft.client_write(batch).await {
+                Ok(resp) => Ok(serde_json::to_vec(&resp.data).expect("serializable")),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err((frame::RETRY, "not the leader".into()))
+                }
+                Err(e) => Err((frame::RETRY, e.to_string())),
+            }
+        }
+        other => Err((frame::REFUSED, format!("unknown request type {other}"))),
     }
+}
+
+/// Why a request over the stream failed.
+pub enum StreamError {
+    /// The peer does not serve the stream (an older shoal).
+    NotServed,
+    /// No connection could be made.
+    Unreachable(std::io::Error),
+    /// The connection broke.
+    Io(std::io::Error),
+}
+
+/// The client end of the stream to one manager; connects when needed.
+pub struct StreamClient {
+    addr: String,
+    tls: Arc<rustls::ClientConfig>,
+    stream: Option<TlsStream<TcpStream>>,
+    reply: Vec<u8>,
+}
+
+impl StreamClient {
+    /// A client for the manager at `addr`, over `tls` (which must offer
+    /// [`ALPN_RAFT`]); nothing is dialled yet.
+    pub fn new(addr: &str, tls: Arc<rustls::ClientConfig>) -> StreamClient {
+        StreamClient {
+            addr: addr.to_string(),
+            tls,
+            stream: None,
+            reply: Vec::new(),
+        }
+    }
+
+    /// The manager's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends the frame `req` (connecting first if need be) and reads the
+    /// answer; returns its tag ([`StreamClient::reply`] has its body). A
+    /// connection that was already open and fails is replaced once: the
+    /// peer may have restarted since. So a request may arrive twice: both
+    /// kinds are safe to repeat (AppendEntries by Raft's rules, writes by
+    /// their request IDs).
+    pub async fn call(&mut self, req: &mut [u8]) -> Result<u8, StreamError> {
+        loop {
+            let reused = self.stream.is_some();
+            if self.stream.is_none() {
+                let s = TlsConnector::new(self.tls.clone())
+                    .connect(&self.addr)
+                    .await
+                    .map_err(|e| {
+                        if refused_alpn(&e) {
+                            StreamError::NotServed
+                        } else {
+                            StreamError::Unreachable(e)
+                        }
+                    })?;
+                if s.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
+                    return Err(StreamError::NotServed);
+                }
+                self.stream = Some(s);
+            }
+            let s = self.stream.as_mut().expect("connected");
+            let r = match frame::send(s, req).await {
+                Ok(()) => frame::recv(s, &mut self.reply).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(tag) => return Ok(tag),
+                Err(e) => {
+                    self.stream = None;
+                    if !reused {
+                        return Err(StreamError::Io(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body of the last answer.
+    pub fn reply(&self) -> &[u8] {
+        &self.reply
+    }
+
+    /// Drops the connection (after a call was cut off, its state is unknown).
+    pub fn reset(&mut self) {
+        self.stream = None;
+    }
+}
+
+/// Whether `e` is the server refusing every ALPN protocol we offered.
+fn refused_alpn(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            )
+        })
 }

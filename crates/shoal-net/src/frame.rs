@@ -20,10 +20,14 @@ pub const MAX_FRAME: usize = 256 << 20;
 
 /// Request: an openraft AppendEntries request as JSON.
 pub const APPEND_ENTRIES: u8 = 1;
-/// Response: the openraft result as JSON.
+/// Request: a batch of writes a follower forwards to the leader, as JSON.
+pub const PROPOSE: u8 = 3;
+/// Response: the result as JSON.
 pub const OK: u8 = 0;
 /// Response: the call was refused; the body says why (UTF-8).
 pub const REFUSED: u8 = 2;
+/// Response: not done, try again (e.g. not the leader); the body says why.
+pub const RETRY: u8 = 4;
 
 /// Bytes before a frame's body.
 pub const HEADER: usize = 5;

@@ -526,13 +526,14 @@ fn seven_managers_survive_losing_three() {
     managers_survive_losing_a_minority(7);
 }
 
-/// Sends one frame over the Raft replication stream to `addr` as the node
-/// whose certificate and key are `identity` (none: anonymous); returns the
-/// answer's tag and body.
+/// Sends one request (`tag`, `body`) over the Raft stream to `addr` as the
+/// node whose certificate and key are `identity` (none: anonymous); returns
+/// the answer's tag and body.
 fn raft_stream_call(
     ca: &str,
     identity: Option<(&str, &str)>,
     addr: &str,
+    tag: u8,
     body: &[u8],
 ) -> std::io::Result<(u8, String)> {
     use shoal_net::{frame, tls};
@@ -544,7 +545,7 @@ fn raft_stream_call(
         .unwrap();
     rt.block_on(async {
         let mut s = tls::TlsConnector::new(cfg).connect(addr).await?;
-        let mut req = frame::start(frame::APPEND_ENTRIES, body.len());
+        let mut req = frame::start(tag, body.len());
         req.extend_from_slice(body);
         frame::send(&mut s, &mut req).await?;
         let mut reply = Vec::new();
@@ -557,6 +558,7 @@ fn raft_stream_call(
 
 #[test]
 fn raft_stream_admits_only_managers_and_survives_bad_frames() {
+    use shoal_net::frame::{APPEND_ENTRIES, OK, PROPOSE, REFUSED};
     let mut c = Cluster::new();
     c.init("m1", &[]);
     c.join("w1", "worker", 0);
@@ -567,37 +569,45 @@ fn raft_stream_admits_only_managers_and_survives_bad_frames() {
         std::fs::read_to_string(c.nodes[node].dir.join("certs").join(file)).unwrap()
     };
     let ca = read(0, "ca.pem");
-    let (m_cert, m_key) = (read(0, "node.pem"), read(0, "node.key"));
-    let (w_cert, w_key) = (read(1, "node.pem"), read(1, "node.key"));
+    let manager = (read(0, "node.pem"), read(0, "node.key"));
+    let manager = Some((manager.0.as_str(), manager.1.as_str()));
+    let worker = (read(1, "node.pem"), read(1, "node.key"));
+    let worker = Some((worker.0.as_str(), worker.1.as_str()));
     let addr = c.nodes[0].addr.clone();
-    let refused = shoal_net::frame::REFUSED;
+    let call = |id, tag, body: &[u8]| raft_stream_call(&ca, id, &addr, tag, body).unwrap();
 
     // A worker's certificate, or none, opens nothing.
-    let (tag, why) = raft_stream_call(&ca, Some((&w_cert, &w_key)), &addr, b"{}").unwrap();
-    assert_eq!(
-        (tag, why.as_str()),
-        (refused, "only managers may call this")
-    );
-    let (tag, why) = raft_stream_call(&ca, None, &addr, b"{}").unwrap();
-    assert_eq!(
-        (tag, why.as_str()),
-        (refused, "a node certificate is required")
-    );
+    for tag in [APPEND_ENTRIES, PROPOSE] {
+        let (t, why) = call(worker, tag, b"[]");
+        assert_eq!((t, why.as_str()), (REFUSED, "only managers may call this"));
+        let (t, why) = call(None, tag, b"[]");
+        assert_eq!(
+            (t, why.as_str()),
+            (REFUSED, "a node certificate is required")
+        );
+    }
     // A manager's certificate with a request that is not one is told so.
-    let (tag, why) = raft_stream_call(&ca, Some((&m_cert, &m_key)), &addr, b"not json").unwrap();
-    assert_eq!(tag, refused);
+    let (t, why) = call(manager, APPEND_ENTRIES, b"not json");
+    assert_eq!(t, REFUSED);
     assert!(why.starts_with("invalid AppendEntries request"), "{why}");
+    let (t, why) = call(manager, PROPOSE, b"{\"no\":1}");
+    assert_eq!(t, REFUSED);
+    assert!(why.starts_with("invalid write batch"), "{why}");
+    let (t, why) = call(manager, 99, b"{}");
+    assert_eq!((t, why.as_str()), (REFUSED, "unknown request type 99"));
+    // An empty batch of writes is committed (as nothing).
+    assert_eq!(call(manager, PROPOSE, b"[]"), (OK, "[]".to_string()));
     // A worker does not serve the stream at all.
     let w_addr = c.nodes[1].addr.clone();
-    assert!(raft_stream_call(&ca, Some((&m_cert, &m_key)), &w_addr, b"{}").is_err());
+    assert!(raft_stream_call(&ca, manager, &w_addr, APPEND_ENTRIES, b"{}").is_err());
 
     // A certificate from another CA is refused during the handshake.
     let mut other = Cluster::new();
     other.init("o1", &[]);
     let o =
         |file: &str| std::fs::read_to_string(other.nodes[0].dir.join("certs").join(file)).unwrap();
-    let err =
-        raft_stream_call(&ca, Some((&o("node.pem"), &o("node.key"))), &addr, b"{}").unwrap_err();
+    let (o_cert, o_key) = (o("node.pem"), o("node.key"));
+    let err = raft_stream_call(&ca, Some((&o_cert, &o_key)), &addr, PROPOSE, b"[]").unwrap_err();
     assert!(err.to_string().contains("alert"), "{err}");
 
     // The manager is unharmed: writes still commit.
