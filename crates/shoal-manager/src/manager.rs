@@ -142,10 +142,11 @@ impl Manager {
         }
         let store = sm.shared();
         let config = Arc::new(shoal_store::raft_config(&cfg.cluster_id)?);
+        let encoded = log.encoded();
         let raft = Raft::new(
             cfg.raft_id,
             config,
-            Network::new(cfg.peers.clone()),
+            Network::new(cfg.peers.clone(), encoded),
             log,
             sm,
         )

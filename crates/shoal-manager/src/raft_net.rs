@@ -7,7 +7,8 @@
 //! AppendEntries over gRPC too.
 //!
 //! The replication streams to the followers send the same entries, so each
-//! entry's JSON is made once and shared by all of them ([`EncodedEntries`]).
+//! entry's JSON is made once, by the log store that writes it, and shared by
+//! all of them ([`EncodedEntries`]).
 
 use crate::peers::Peers;
 use crate::raft_stream::{StreamClient, StreamError};
@@ -25,26 +26,23 @@ use serde::de::DeserializeOwned;
 use shoal_net::frame;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use shoal_store::{Entry, LogId, Member, TypeConfig, Vote};
-use std::collections::VecDeque;
+use shoal_store::{EncodedEntries, Member, TypeConfig, Vote};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Makes Raft clients for openraft.
 #[derive(Clone)]
 pub struct Network {
     peers: Arc<Peers>,
-    encoded: Arc<Mutex<EncodedEntries>>,
+    encoded: EncodedEntries,
 }
 
 impl Network {
-    /// A network reaching peers through `peers`.
-    pub fn new(peers: Arc<Peers>) -> Network {
-        Network {
-            peers,
-            encoded: Default::default(),
-        }
+    /// A network reaching peers through `peers`, taking entries' JSON from
+    /// `encoded` (the log store's, [`shoal_store::LogStore::encoded`]).
+    pub fn new(peers: Arc<Peers>, encoded: EncodedEntries) -> Network {
+        Network { peers, encoded }
     }
 }
 
@@ -53,53 +51,9 @@ pub struct Client {
     target: u64,
     addr: String,
     peers: Arc<Peers>,
-    encoded: Arc<Mutex<EncodedEntries>>,
+    encoded: EncodedEntries,
     /// The replication stream to the target.
     stream: StreamClient,
-}
-
-/// Most entries kept encoded...
-const ENCODED_ENTRIES: usize = 64;
-/// ...and most bytes (an entry is needed only until every follower got it).
-const ENCODED_BYTES: usize = 4 << 20;
-
-/// The JSON of recently sent entries, by log id: a log id names one entry
-/// for good (Raft's log matching property), whichever follower it goes to.
-#[derive(Default)]
-struct EncodedEntries {
-    recent: VecDeque<(LogId, Arc<[u8]>)>,
-    bytes: usize,
-}
-
-impl EncodedEntries {
-    /// The JSON of `entry`, made now unless another stream already did.
-    fn get(cache: &Mutex<EncodedEntries>, entry: &Entry) -> Arc<[u8]> {
-        let hit = {
-            let c = cache.lock().expect("encoded entries");
-            c.recent
-                .iter()
-                .rev()
-                .find(|(id, _)| *id == entry.log_id)
-                .map(|(_, json)| json.clone())
-        };
-        if let Some(json) = hit {
-            return json;
-        }
-        let json: Arc<[u8]> = serde_json::to_vec(entry).expect("serializable").into();
-        let mut c = cache.lock().expect("encoded entries");
-        if !c.recent.iter().any(|(id, _)| *id == entry.log_id) {
-            c.bytes += json.len();
-            c.recent.push_back((entry.log_id, json.clone()));
-            while c.recent.len() > ENCODED_ENTRIES
-                || (c.bytes > ENCODED_BYTES && c.recent.len() > 1)
-            {
-                if let Some((_, old)) = c.recent.pop_front() {
-                    c.bytes -= old.len();
-                }
-            }
-        }
-        json
-    }
 }
 
 /// The JSON of `rpc` (exactly what `serde_json::to_vec(rpc)` gives), with
@@ -107,14 +61,10 @@ impl EncodedEntries {
 /// Appended to `out`.
 fn encode_append_entries(
     rpc: &AppendEntriesRequest<TypeConfig>,
-    cache: &Mutex<EncodedEntries>,
+    cache: &EncodedEntries,
     out: &mut Vec<u8>,
 ) {
-    let entries: Vec<Arc<[u8]>> = rpc
-        .entries
-        .iter()
-        .map(|e| EncodedEntries::get(cache, e))
-        .collect();
+    let entries: Vec<Arc<[u8]>> = rpc.entries.iter().map(|e| cache.get(e)).collect();
     let len = entries.iter().map(|e| e.len() + 1).sum::<usize>();
     out.reserve(len + 256);
     field(out, "{\"vote\":", &rpc.vote);
@@ -345,7 +295,7 @@ impl RaftNetwork<TypeConfig> for Client {
 mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
-    use shoal_store::{Batch, Command, Expect, Object, Op};
+    use shoal_store::{Batch, Command, Entry, Expect, LogId, Object, Op};
 
     fn entry(term: u64, index: u64, name: &str) -> Entry {
         let config = shoal_api::Secret {
@@ -372,7 +322,7 @@ mod tests {
 
     #[test]
     fn append_entries_json_is_serdes_and_shared() {
-        let cache = Mutex::new(EncodedEntries::default());
+        let cache = EncodedEntries::default();
         let vote = Vote::new_committed(3, 1);
         for entries in [
             vec![],
@@ -392,10 +342,10 @@ mod tests {
             assert_eq!(back.entries, rpc.entries);
         }
         // Entry 7 was encoded once and reused.
-        assert_eq!(cache.lock().unwrap().recent.len(), 2);
+        assert_eq!(cache.len(), 2);
         // The same index under another term is another entry.
         let other = entry(4, 7, "c");
-        let json = EncodedEntries::get(&cache, &other);
+        let json = cache.get(&other);
         assert_eq!(&json[..], &serde_json::to_vec(&other).unwrap()[..]);
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod crypt;
+mod encoded;
 mod legacy;
 pub mod log_store;
 pub mod raft_types;
@@ -23,6 +24,7 @@ pub mod tables;
 
 pub use command::*;
 pub use crypt::{KeyId, StoreKey};
+pub use encoded::EncodedEntries;
 pub use log_store::LogStore;
 pub use raft_types::*;
 pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine};

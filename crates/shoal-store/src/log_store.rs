@@ -566,11 +566,11 @@ impl Wal {
     }
 
     /// Appends entries (already encoded as `(entry, json)`), durably.
-    pub(crate) fn append(&mut self, entries: &[(LogId, Vec<u8>)]) -> std::io::Result<()> {
+    pub(crate) fn append<J: AsRef<[u8]>>(&mut self, entries: &[(LogId, J)]) -> std::io::Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let mut buf = Vec::with_capacity(entries.iter().map(|(_, j)| j.len() + 64).sum());
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, j)| j.as_ref().len() + 64).sum());
         if self.last_index().is_some_and(|l| first.0.index <= l) {
             self.encode(&mut buf, Kind::Truncate, (first.0.index, 0, 0), &[]);
         }
@@ -581,7 +581,7 @@ impl Wal {
                 &mut buf,
                 Kind::Entry,
                 (id.index, id.leader_id.term, id.leader_id.node_id),
-                json,
+                json.as_ref(),
             );
             spans.push((start, buf.len() - start, *id));
         }
@@ -672,6 +672,8 @@ pub struct LogStore {
     /// The newest entries, so replication reads them without a disk read
     /// and a decode (followers ask for what was just appended).
     cache: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The JSON of the newest entries, shared with the Raft network.
+    encoded: crate::EncodedEntries,
 }
 
 impl LogStore {
@@ -686,11 +688,18 @@ impl LogStore {
         let store = LogStore {
             wal: Arc::new(Mutex::new(wal)),
             cache: Default::default(),
+            encoded: Default::default(),
         };
         if fresh && legacy.exists() {
             crate::legacy::migrate(&legacy, &mut store.wal())?;
         }
         Ok(store)
+    }
+
+    /// The JSON of the entries this log appends, as it makes it (the Raft
+    /// network sends the same bytes to followers).
+    pub fn encoded(&self) -> crate::EncodedEntries {
+        self.encoded.clone()
     }
 
     fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
@@ -816,7 +825,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         let mut fresh = Vec::new();
         for e in entries {
-            encoded.push((e.log_id, serde_json::to_vec(&e).map_err(write_err)?));
+            encoded.push((e.log_id, self.encoded.get(&e)));
             fresh.push(e);
         }
         let n = encoded.len();
