@@ -208,3 +208,54 @@ fn refused_alpn(e: &std::io::Error) -> bool {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_net::pki::{RootCa, DEFAULT_NODE_CERT_VALIDITY};
+    use shoal_net::tls;
+
+    /// An older shoal offers only `h2`: the client tells that apart from a
+    /// peer that is down, so the caller can fall back to gRPC.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_is_told_from_one_that_is_down() {
+        let ca = RootCa::generate().unwrap();
+        let m = ca
+            .issue_node_cert(
+                "m1",
+                shoal_net::pki::Role::Manager,
+                "c1",
+                DEFAULT_NODE_CERT_VALIDITY,
+                &["127.0.0.1".into()],
+            )
+            .unwrap();
+        let mut old = (*tls::server_config(&ca.cert_pem, &m.cert_pem, &m.key_pem).unwrap()).clone();
+        old.alpn_protocols = vec![tls::ALPN_H2.to_vec()];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(old));
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let cfg = tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
+        let cfg = tls::with_alpn(&cfg, ALPN_RAFT);
+        let mut req = frame::start(frame::APPEND_ENTRIES, 2);
+        req.extend_from_slice(b"{}");
+
+        let mut client = StreamClient::new(&addr, cfg.clone());
+        assert!(matches!(
+            client.call(&mut req).await,
+            Err(StreamError::NotServed)
+        ));
+        server.abort();
+        let _ = server.await;
+        // Nobody listens there any more.
+        let mut client = StreamClient::new(&addr, cfg);
+        assert!(matches!(
+            client.call(&mut req).await,
+            Err(StreamError::Unreachable(_))
+        ));
+    }
+}
