@@ -31,8 +31,11 @@ const MAX_BATCH: usize = 1024;
 /// the first wait (measured in BENCHMARKS.md: 1 beats 2, 4 and 8).
 const IN_FLIGHT: usize = 1;
 /// How long a new batch waits, at most, for the writers the previous one
-/// answered (it goes as soon as they are all queued).
-const LINGER_US: u64 = 1000;
+/// answered (it goes as soon as they are all queued). 2 ms: with 64 writers
+/// in closed loops a round takes ≈ 3 ms here, and with 1 ms some came back
+/// too late and went in a second entry (64 clients: 2 ms gave 19–24k
+/// writes/s against 14–19k with 1 ms, and 4 ms 17k; BENCHMARKS.md).
+const LINGER_US: u64 = 2000;
 
 /// Why a write did not happen (or may not have).
 #[derive(Debug, Clone, thiserror::Error)]
