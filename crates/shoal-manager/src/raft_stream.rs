@@ -52,15 +52,29 @@ pub async fn serve(
     }
 }
 
+/// A connection with no request for this long is closed. The leader's
+/// replication sessions send heartbeats every 50 ms; an idle forwarding
+/// client reconnects when it next needs to.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Largest request read from a caller that is not a manager (enough to be
+/// told so): the body of a frame is allocated before it is read.
+const STRANGER_FRAME: usize = 64 << 10;
+
 /// Answers requests on `conn` until it closes; an error ends the connection.
 async fn connection(mut conn: TlsConn, services: &Services) -> std::io::Result<()> {
     let identity = conn.peer_info().identity.clone();
     let mut body = Vec::new();
     loop {
-        let tag = match frame::recv(conn.get_mut(), &mut body).await {
-            Ok(tag) => tag,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+        let max = match services.check_raft_peer(identity.as_ref()) {
+            Ok(_) => frame::MAX_FRAME,
+            Err(_) => STRANGER_FRAME,
+        };
+        let next = frame::recv_at_most(conn.get_mut(), &mut body, max);
+        let tag = match tokio::time::timeout(IDLE, next).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(tag)) => tag,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
         };
         let (tag, answer) = match answer(services, identity.as_ref(), tag, &body).await {
             Ok(json) => (frame::OK, json),

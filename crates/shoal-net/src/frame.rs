@@ -56,8 +56,18 @@ pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut [u8]) -> io::Resul
 /// Reads one frame into `body` (replacing its contents) and returns its tag.
 /// A clean end of stream before a frame is `UnexpectedEof`.
 pub async fn recv<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> io::Result<u8> {
+    recv_at_most(r, body, MAX_FRAME).await
+}
+
+/// Like [`recv`], refusing frames longer than `max` bytes before reading
+/// (or allocating for) their body.
+pub async fn recv_at_most<R: AsyncRead + Unpin>(
+    r: &mut R,
+    body: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<u8> {
     let len = r.read_u32().await? as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max.min(MAX_FRAME) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("bad frame length {len}"),
@@ -95,6 +105,11 @@ mod tests {
             let e = recv(&mut b, &mut Vec::new()).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{len}");
         }
+        // A smaller limit is checked before the body is read.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 9, APPEND_ENTRIES]).await.unwrap();
+        let e = recv_at_most(&mut b, &mut Vec::new(), 8).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         // A stream cut in the middle of a frame is an error, not a short frame.
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[0, 0, 0, 9, APPEND_ENTRIES, 1, 2])

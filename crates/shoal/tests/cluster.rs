@@ -586,6 +586,13 @@ fn raft_stream_admits_only_managers_and_survives_bad_frames() {
             (REFUSED, "a node certificate is required")
         );
     }
+    // A stranger cannot make the manager read (and allocate for) a big
+    // request: the connection is dropped at the frame's length.
+    let big = vec![b' '; 100 << 10];
+    assert!(raft_stream_call(&ca, worker, &addr, PROPOSE, &big).is_err());
+    let (t, why) = call(manager, PROPOSE, &big);
+    assert_eq!(t, REFUSED);
+    assert!(why.starts_with("invalid write batch"), "{why}");
     // A manager's certificate with a request that is not one is told so.
     let (t, why) = call(manager, APPEND_ENTRIES, b"not json");
     assert_eq!(t, REFUSED);
