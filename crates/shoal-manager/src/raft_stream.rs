@@ -65,7 +65,9 @@ async fn connection(mut conn: TlsConn, services: &Services) -> std::io::Result<(
     let identity = conn.peer_info().identity.clone();
     let mut body = Vec::new();
     loop {
-        let max = match services.check_raft_peer(identity.as_ref()) {
+        // Checked before each request: the caller's role may change.
+        let peer = services.check_raft_peer(identity.as_ref());
+        let max = match peer {
             Ok(_) => frame::MAX_FRAME,
             Err(_) => STRANGER_FRAME,
         };
@@ -76,7 +78,7 @@ async fn connection(mut conn: TlsConn, services: &Services) -> std::io::Result<(
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),
         };
-        let (tag, answer) = match answer(services, identity.as_ref(), tag, &body).await {
+        let (tag, answer) = match answer(services, identity.as_ref(), peer, tag, &body).await {
             Ok(json) => (frame::OK, json),
             Err((tag, why)) => (tag, why.into_bytes()),
         };
@@ -87,16 +89,18 @@ async fn connection(mut conn: TlsConn, services: &Services) -> std::io::Result<(
 }
 
 /// The JSON answer to one request, or another answer's tag and message.
+/// `peer` is the caller's verdict under the Raft RPC rule.
 async fn answer(
     services: &Services,
     identity: Option<&NodeIdentity>,
+    peer: Result<NodeIdentity, tonic::Status>,
     tag: u8,
     body: &[u8],
 ) -> Result<Vec<u8>, (u8, String)> {
     let refused = |s: tonic::Status| (frame::REFUSED, s.message().to_string());
     match tag {
         frame::APPEND_ENTRIES => {
-            services.check_raft_peer(identity).map_err(refused)?;
+            peer.map_err(refused)?;
             let rpc: AppendEntriesRequest<TypeConfig> =
                 serde_json::from_slice(body).map_err(|e| {
                     (
