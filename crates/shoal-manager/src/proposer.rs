@@ -12,7 +12,7 @@
 //! Writers that arrive meanwhile queue up and go together in the next entry.
 
 use crate::peers::Peers;
-use crate::raft_stream::{StreamClient, StreamError};
+use crate::raft_stream::StreamError;
 use openraft::error::{ClientWriteError, RaftError};
 use shoal_net::frame;
 use shoal_net::rpc::msg;
@@ -239,7 +239,6 @@ async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult
         let mut req = frame::start(frame::PROPOSE, 256);
         serde_json::to_writer(&mut req, batch).expect("serializable");
         let answer = tokio::time::timeout(WRITE_TIMEOUT, client.call(&mut req)).await;
-        let why = |c: &StreamClient| String::from_utf8_lossy(c.reply()).into_owned();
         match answer {
             Ok(Ok(frame::OK)) => {
                 let r = serde_json::from_slice(client.reply()).map_err(|e| {
@@ -255,7 +254,7 @@ async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult
                 return Err(Forward::Retry);
             }
             Ok(Ok(frame::REFUSED)) => {
-                let e = WriteError::Unknown(why(&client));
+                let e = WriteError::Unknown(String::from_utf8_lossy(client.reply()).into_owned());
                 peers.put_stream(client);
                 return Err(Forward::Failed(e));
             }

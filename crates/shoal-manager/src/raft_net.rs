@@ -49,16 +49,14 @@ impl Network {
 /// A Raft client for one target.
 pub struct Client {
     target: u64,
-    addr: String,
     peers: Arc<Peers>,
     encoded: EncodedEntries,
     /// The replication stream to the target.
     stream: StreamClient,
 }
 
-/// The JSON of `rpc` (exactly what `serde_json::to_vec(rpc)` gives), with
-/// its entries taken from `cache`.
-/// Appended to `out`.
+/// Appends to `out` the JSON of `rpc` (exactly what `serde_json::to_vec(rpc)`
+/// gives), with its entries taken from `cache`.
 fn encode_append_entries(
     rpc: &AppendEntriesRequest<TypeConfig>,
     cache: &EncodedEntries,
@@ -93,7 +91,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &Member) -> Client {
         Client {
             target,
-            addr: node.addr.clone(),
             peers: self.peers.clone(),
             encoded: self.encoded.clone(),
             stream: StreamClient::new(&node.addr, self.peers.raft_tls()),
@@ -135,7 +132,7 @@ impl Client {
         let ttl = option.soft_ttl();
         let channel = self
             .peers
-            .channel(&self.addr)
+            .channel(self.stream.addr())
             .map_err(|s| map_status(self.target, action, ttl, s))?;
         let mut client = RaftClient::new(channel).max_decoding_message_size(256 << 20);
         let mut request = tonic::Request::new(req);
@@ -152,9 +149,7 @@ impl Client {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
-}
 
-impl Client {
     /// AppendEntries over the replication stream; `None` when the target
     /// does not serve it.
     async fn append_over_stream(
@@ -176,7 +171,7 @@ impl Client {
                 })));
             }
             Ok(Err(StreamError::NotServed)) => {
-                self.peers.stream_not_served(&self.addr);
+                self.peers.stream_not_served(self.stream.addr());
                 return None;
             }
             Ok(Err(StreamError::Unreachable(e))) => {
@@ -222,7 +217,7 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        if self.peers.serves_stream(&self.addr) {
+        if self.peers.serves_stream(self.stream.addr()) {
             if let Some(r) = self.append_over_stream(&rpc, option.soft_ttl()).await {
                 return r;
             }
@@ -270,7 +265,7 @@ impl RaftNetwork<TypeConfig> for Client {
         let ttl = Duration::from_secs(30);
         let channel = self
             .peers
-            .channel(&self.addr)
+            .channel(self.stream.addr())
             .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(1 << 30)
