@@ -556,6 +556,16 @@ fn raft_stream_call(
     })
 }
 
+/// A file of `d`'s certificate directory.
+fn cert_file(d: &Daemon, file: &str) -> String {
+    std::fs::read_to_string(d.dir.join("certs").join(file)).unwrap()
+}
+
+/// `d`'s node certificate and key (PEM).
+fn node_cert(d: &Daemon) -> (String, String) {
+    (cert_file(d, "node.pem"), cert_file(d, "node.key"))
+}
+
 #[test]
 fn raft_stream_admits_only_managers_and_survives_bad_frames() {
     use shoal_net::frame::{APPEND_ENTRIES, OK, PROPOSE, REFUSED};
@@ -565,13 +575,10 @@ fn raft_stream_admits_only_managers_and_survives_bad_frames() {
     wait_for("2 ready nodes", T, || {
         (ready_count(&c, 0)? == 2).then_some(())
     });
-    let read = |node: usize, file: &str| {
-        std::fs::read_to_string(c.nodes[node].dir.join("certs").join(file)).unwrap()
-    };
-    let ca = read(0, "ca.pem");
-    let manager = (read(0, "node.pem"), read(0, "node.key"));
+    let ca = cert_file(&c.nodes[0], "ca.pem");
+    let manager = node_cert(&c.nodes[0]);
     let manager = Some((manager.0.as_str(), manager.1.as_str()));
-    let worker = (read(1, "node.pem"), read(1, "node.key"));
+    let worker = node_cert(&c.nodes[1]);
     let worker = Some((worker.0.as_str(), worker.1.as_str()));
     let addr = c.nodes[0].addr.clone();
     let call = |id, tag, body: &[u8]| raft_stream_call(&ca, id, &addr, tag, body).unwrap();
@@ -611,9 +618,7 @@ fn raft_stream_admits_only_managers_and_survives_bad_frames() {
     // A certificate from another CA is refused during the handshake.
     let mut other = Cluster::new();
     other.init("o1", &[]);
-    let o =
-        |file: &str| std::fs::read_to_string(other.nodes[0].dir.join("certs").join(file)).unwrap();
-    let (o_cert, o_key) = (o("node.pem"), o("node.key"));
+    let (o_cert, o_key) = node_cert(&other.nodes[0]);
     let err = raft_stream_call(&ca, Some((&o_cert, &o_key)), &addr, PROPOSE, b"[]").unwrap_err();
     assert!(err.to_string().contains("alert"), "{err}");
 
