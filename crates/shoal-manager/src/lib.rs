@@ -4,6 +4,7 @@
 pub mod api;
 pub mod ca;
 pub mod dispatcher;
+pub mod early;
 pub mod grpc;
 pub mod manager;
 pub mod membership;

@@ -143,10 +143,12 @@ impl Manager {
         let store = sm.shared();
         let config = Arc::new(shoal_store::raft_config(&cfg.cluster_id)?);
         let encoded = log.encoded();
+        let early = crate::early::Early::new(cfg.peers.clone());
+        log.observe_leader_appends(cfg.raft_id, early.clone());
         let raft = Raft::new(
             cfg.raft_id,
             config,
-            Network::new(cfg.peers.clone(), encoded),
+            Network::new(cfg.peers.clone(), encoded, early),
             log,
             sm,
         )

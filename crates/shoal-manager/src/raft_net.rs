@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use shoal_net::frame;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use shoal_store::{EncodedEntries, Member, TypeConfig, Vote};
+use crate::early::{Early, Registration};
+use shoal_store::{EncodedEntries, LogId, Member, TypeConfig, Vote};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,13 +37,19 @@ use std::time::Duration;
 pub struct Network {
     peers: Arc<Peers>,
     encoded: EncodedEntries,
+    early: Arc<Early>,
 }
 
 impl Network {
     /// A network reaching peers through `peers`, taking entries' JSON from
-    /// `encoded` (the log store's, [`shoal_store::LogStore::encoded`]).
-    pub fn new(peers: Arc<Peers>, encoded: EncodedEntries) -> Network {
-        Network { peers, encoded }
+    /// `encoded` (the log store's, [`shoal_store::LogStore::encoded`]) and
+    /// the answers to early AppendEntries from `early`.
+    pub fn new(peers: Arc<Peers>, encoded: EncodedEntries, early: Arc<Early>) -> Network {
+        Network {
+            peers,
+            encoded,
+            early,
+        }
     }
 }
 
@@ -53,6 +60,8 @@ pub struct Client {
     encoded: EncodedEntries,
     /// The replication stream to the target.
     stream: StreamClient,
+    /// The target's early AppendEntries (see [`crate::early`]).
+    early: Registration,
 }
 
 /// Appends to `out` the JSON of `rpc` (exactly what `serde_json::to_vec(rpc)`
@@ -63,19 +72,36 @@ fn encode_append_entries(
     out: &mut Vec<u8>,
 ) {
     let entries: Vec<Arc<[u8]>> = rpc.entries.iter().map(|e| cache.get(e)).collect();
-    let len = entries.iter().map(|e| e.len() + 1).sum::<usize>();
-    out.reserve(len + 256);
-    field(out, "{\"vote\":", &rpc.vote);
-    field(out, ",\"prev_log_id\":", &rpc.prev_log_id);
+    encode_append(
+        &rpc.vote,
+        &rpc.prev_log_id,
+        entries.iter().map(|e| &e[..]),
+        &rpc.leader_commit,
+        out,
+    );
+}
+
+/// Appends to `out` the JSON of an AppendEntries request made of these
+/// parts, `entries` being each entry's JSON.
+pub(crate) fn encode_append<'a>(
+    vote: &Vote,
+    prev_log_id: &Option<LogId>,
+    entries: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    leader_commit: &Option<LogId>,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(entries.clone().map(|e| e.len() + 1).sum::<usize>() + 256);
+    field(out, "{\"vote\":", vote);
+    field(out, ",\"prev_log_id\":", prev_log_id);
     out.extend_from_slice(b",\"entries\":[");
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(e);
     }
     out.push(b']');
-    field(out, ",\"leader_commit\":", &rpc.leader_commit);
+    field(out, ",\"leader_commit\":", leader_commit);
     out.push(b'}');
 }
 
@@ -94,6 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             encoded: self.encoded.clone(),
             stream: StreamClient::new(&node.addr, self.peers.raft_tls()),
+            early: self.early.register(target, &node.addr),
         }
     }
 }
@@ -148,6 +175,27 @@ impl Client {
         let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&resp.json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends `rpc`: over the replication stream, or over gRPC to a peer
+    /// that does not serve the stream.
+    async fn append_entries_now(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        if self.peers.serves_stream(self.stream.addr()) {
+            if let Some(r) = self.append_over_stream(rpc, option.soft_ttl()).await {
+                return r;
+            }
+        }
+        let mut json = Vec::new();
+        encode_append_entries(rpc, &self.encoded, &mut json);
+        let req = Msg {
+            json,
+            data: Vec::new(),
+        };
+        self.call(RPCTypes::AppendEntries, req, option).await
     }
 
     /// AppendEntries over the replication stream; `None` when the target
@@ -217,18 +265,19 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        if self.peers.serves_stream(self.stream.addr()) {
-            if let Some(r) = self.append_over_stream(&rpc, option.soft_ttl()).await {
-                return r;
-            }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let wait = option.soft_ttl() / 2;
+        if let Some(answer) = (self.early)
+            .answer_for(&rpc.vote, rpc.prev_log_id, last, wait)
+            .await
+        {
+            return Ok(answer);
         }
-        let mut json = Vec::new();
-        encode_append_entries(&rpc, &self.encoded, &mut json);
-        let req = Msg {
-            json,
-            data: Vec::new(),
-        };
-        self.call(RPCTypes::AppendEntries, req, &option).await
+        let r = self.append_entries_now(&rpc, &option).await;
+        if matches!(r, Ok(AppendEntriesResponse::Success)) {
+            self.early.in_step();
+        }
+        r
     }
 
     async fn vote(

@@ -25,7 +25,7 @@ pub mod tables;
 pub use command::*;
 pub use crypt::{KeyId, StoreKey};
 pub use encoded::EncodedEntries;
-pub use log_store::LogStore;
+pub use log_store::{LeaderAppend, LeaderAppends, LogStore};
 pub use raft_types::*;
 pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine};
 pub use tables::{Event, Table, Tables};

@@ -665,6 +665,30 @@ impl Wal {
     }
 }
 
+/// Entries this manager, as leader, is about to write to its log: what an
+/// AppendEntries request carrying them would say. Handed to the
+/// [`LeaderAppends`] observer before the write, so the network can send them
+/// to followers while the leader's own write and sync run.
+pub struct LeaderAppend {
+    /// The leader's vote (committed, ours).
+    pub vote: Vote,
+    /// The entry before the first one.
+    pub prev_log_id: Option<LogId>,
+    /// The newest committed log id this log knows (a hint; may lag).
+    pub leader_commit: Option<LogId>,
+    /// The entries, in order, with their JSON.
+    pub entries: Vec<(LogId, Arc<[u8]>)>,
+}
+
+/// Told of every append this manager makes as leader (see [`LeaderAppend`]).
+/// Called on RaftCore's task: must not block.
+pub trait LeaderAppends: Send + Sync {
+    fn appending(&self, append: LeaderAppend);
+}
+
+/// This manager's Raft ID and the observer of its leader appends.
+type Observer = Arc<std::sync::OnceLock<(u64, Arc<dyn LeaderAppends>)>>;
+
 /// The log store. Cheap to clone (shares the WAL).
 #[derive(Clone)]
 pub struct LogStore {
@@ -674,6 +698,7 @@ pub struct LogStore {
     cache: Arc<Mutex<BTreeMap<u64, Entry>>>,
     /// The JSON of the newest entries, shared with the Raft network.
     encoded: crate::EncodedEntries,
+    observer: Observer,
 }
 
 impl LogStore {
@@ -689,6 +714,7 @@ impl LogStore {
             wal: Arc::new(Mutex::new(wal)),
             cache: Default::default(),
             encoded: Default::default(),
+            observer: Default::default(),
         };
         if fresh && legacy.exists() {
             crate::legacy::migrate(&legacy, &mut store.wal())?;
@@ -700,6 +726,40 @@ impl LogStore {
     /// network sends the same bytes to followers).
     pub fn encoded(&self) -> crate::EncodedEntries {
         self.encoded.clone()
+    }
+
+    /// Tells `observer` of every append made while `me` (this manager's
+    /// Raft ID) is leader, before it is written. Set once; later calls are
+    /// ignored.
+    pub fn observe_leader_appends(&self, me: u64, observer: Arc<dyn LeaderAppends>) {
+        let _ = self.observer.set((me, observer));
+    }
+
+    /// What to tell the observer of `entries`, if they are this manager's
+    /// own entries as leader, appended at the end of the log.
+    fn leader_append(&self, me: u64, entries: &[(LogId, Arc<[u8]>)]) -> Option<LeaderAppend> {
+        let first = entries.first()?.0;
+        let wal = self.wal();
+        let vote = wal.vote?;
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
+            return None;
+        }
+        let leader = CommittedLeaderId::new(vote.leader_id().get_term(), me);
+        let prev_log_id = wal.locs.back().map(|l| l.log_id).or(wal.purged);
+        let next = prev_log_id.map_or(0, |p| p.index + 1);
+        let in_order = entries
+            .iter()
+            .enumerate()
+            .all(|(i, (id, _))| id.leader_id == leader && id.index == next + i as u64);
+        if first.index != next || !in_order {
+            return None;
+        }
+        Some(LeaderAppend {
+            vote,
+            prev_log_id,
+            leader_commit: wal.committed,
+            entries: entries.to_vec(),
+        })
     }
 
     fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
@@ -830,6 +890,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let n = encoded.len();
         let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+        if let Some((me, observer)) = self.observer.get() {
+            if let Some(append) = self.leader_append(*me, &encoded) {
+                observer.appending(append);
+            }
+        }
         // On the blocking pool, not on RaftCore's runtime thread: writing
         // inline made a lone sequential writer ~15–25 % faster, but under a
         // burst (1,000 task starts) a runtime thread stuck in fsync slowed

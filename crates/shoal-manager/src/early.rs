@@ -1,0 +1,236 @@
+//! Early AppendEntries: the leader sends its new entries to the followers
+//! while it writes and syncs them itself, instead of after.
+//!
+//! openraft 0.9 appends to the leader's log inside RaftCore and only then
+//! starts replication, so a write waits for the leader's sync and then for a
+//! follower's, one after the other. Here the log store hands each append the
+//! leader makes ([`LeaderAppend`]) to [`Early`] before writing it, and
+//! `Early` sends followers the AppendEntries request that replication would
+//! send for exactly those entries: same vote, same previous log id, same
+//! entries. When openraft's replication then asks for that same request, the
+//! follower's answer is already there (or on its way) and is returned
+//! instead of asking again.
+//!
+//! Why this is safe (Raft allows the leader to write its log in parallel
+//! with replication; Ongaro's thesis, §10.2.1):
+//! - The early request is one the leader would send: its entries are the
+//!   leader's own entries of its current term, at the end of its log, and
+//!   its vote is the leader's committed vote, which is durable before any
+//!   entry of the term is appended. The follower's openraft checks it like
+//!   any other request.
+//! - A follower's success answer means it holds those entries durably; it is
+//!   used only for a request with the same vote, previous log id and last
+//!   entry, and it is no different from a delayed answer to that request.
+//!   Whether an entry is committed is still decided by openraft, which counts
+//!   the leader only once its own write is durable.
+//! - If the leader crashes before its own sync, a follower may hold entries
+//!   the leader lost: they were never committed, and no other entry can take
+//!   their (term, index), since a restarted manager needs a new term to lead.
+//!
+//! At most one early request is in flight per follower, on its own
+//! connection; appends made meanwhile are left to the normal replication,
+//! and so is a follower that did not accept the last early request, until a
+//! normal request succeeds again.
+
+use crate::peers::Peers;
+use crate::raft_stream::StreamClient;
+use openraft::raft::AppendEntriesResponse;
+use shoal_net::frame;
+use shoal_store::{LeaderAppend, LeaderAppends, LogId, Vote};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long an early request may take before its connection is dropped.
+const EARLY_TTL: Duration = Duration::from_secs(2);
+
+/// Whether a follower accepted an early request (answered `Success`).
+type Accepted = bool;
+
+/// Sends the leader's appends to its replication targets early.
+pub struct Early {
+    peers: Arc<Peers>,
+    targets: Mutex<HashMap<u64, Arc<Target>>>,
+    next_reg: AtomicU64,
+}
+
+/// One replication target.
+struct Target {
+    /// Which registration it belongs to (replication restarts re-register).
+    reg: u64,
+    addr: String,
+    stream: tokio::sync::Mutex<StreamClient>,
+    state: Mutex<TargetState>,
+}
+
+#[derive(Default)]
+struct TargetState {
+    /// An early request is in flight.
+    busy: bool,
+    /// The target did not accept the last early request: wait for normal
+    /// replication to succeed before sending more.
+    lagging: bool,
+    /// The last early request, and its answer once it came.
+    last: Option<Sent>,
+}
+
+/// What an early request said, for matching the normal request.
+struct Sent {
+    vote: Vote,
+    prev_log_id: Option<LogId>,
+    last: LogId,
+    answer: watch::Receiver<Option<Accepted>>,
+}
+
+/// A target's registration; unregisters when dropped.
+pub struct Registration {
+    early: Arc<Early>,
+    target: u64,
+    reg: u64,
+}
+
+impl Early {
+    pub fn new(peers: Arc<Peers>) -> Arc<Early> {
+        Arc::new(Early {
+            peers,
+            targets: Mutex::new(HashMap::new()),
+            next_reg: AtomicU64::new(1),
+        })
+    }
+
+    /// Starts sending early requests to `target` at `addr` (while the
+    /// registration lives).
+    pub fn register(self: &Arc<Self>, target: u64, addr: &str) -> Registration {
+        let reg = self.next_reg.fetch_add(1, Ordering::Relaxed);
+        let t = Arc::new(Target {
+            reg,
+            addr: addr.to_string(),
+            stream: tokio::sync::Mutex::new(StreamClient::new(addr, self.peers.raft_tls())),
+            state: Mutex::new(TargetState::default()),
+        });
+        self.targets.lock().expect("early").insert(target, t);
+        Registration {
+            early: self.clone(),
+            target,
+            reg,
+        }
+    }
+
+    fn target(&self, target: u64) -> Option<Arc<Target>> {
+        self.targets.lock().expect("early").get(&target).cloned()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut targets = self.early.targets.lock().expect("early");
+        if targets.get(&self.target).is_some_and(|t| t.reg == self.reg) {
+            targets.remove(&self.target);
+        }
+    }
+}
+
+impl Registration {
+    /// The answer to the early request that matches `rpc` (same vote,
+    /// previous log id and last entry), waiting for it up to `wait`; `None`
+    /// if there is none, it failed, or it did not come in time.
+    pub async fn answer_for(
+        &self,
+        vote: &Vote,
+        prev_log_id: Option<LogId>,
+        last: Option<LogId>,
+        wait: Duration,
+    ) -> Option<AppendEntriesResponse<u64>> {
+        let last = last?;
+        let t = self.early.target(self.target)?;
+        let mut answer = {
+            let mut st = t.state.lock().expect("early target");
+            match &st.last {
+                Some(s) if s.vote == *vote && s.prev_log_id == prev_log_id && s.last == last => {
+                    st.last.take().expect("matched").answer
+                }
+                _ => return None,
+            }
+        };
+        let got = tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await;
+        let accepted = *got.ok()?.ok()?;
+        (accepted == Some(true)).then_some(AppendEntriesResponse::Success)
+    }
+
+    /// Normal replication succeeded: the target is in step again.
+    pub fn in_step(&self) {
+        if let Some(t) = self.early.target(self.target) {
+            t.state.lock().expect("early target").lagging = false;
+        }
+    }
+}
+
+impl LeaderAppends for Early {
+    fn appending(&self, append: LeaderAppend) {
+        let Some(last) = append.entries.last().map(|(id, _)| *id) else {
+            return;
+        };
+        let targets: Vec<Arc<Target>> = self.targets.lock().expect("early").values().cloned().collect();
+        let mut req: Option<Vec<u8>> = None;
+        for t in targets {
+            let (tx, rx) = watch::channel(None);
+            {
+                let mut st = t.state.lock().expect("early target");
+                if st.busy || st.lagging || !self.peers.serves_stream(&t.addr) {
+                    continue;
+                }
+                st.busy = true;
+                st.last = Some(Sent {
+                    vote: append.vote,
+                    prev_log_id: append.prev_log_id,
+                    last,
+                    answer: rx,
+                });
+            }
+            let mut frame = req
+                .get_or_insert_with(|| {
+                    let mut f = frame::start(frame::APPEND_ENTRIES, 256);
+                    crate::raft_net::encode_append(
+                        &append.vote,
+                        &append.prev_log_id,
+                        append.entries.iter().map(|(_, json)| &json[..]),
+                        &append.leader_commit,
+                        &mut f,
+                    );
+                    f
+                })
+                .clone();
+            tokio::spawn(async move {
+                let accepted = send(&t, &mut frame).await;
+                {
+                    let mut st = t.state.lock().expect("early target");
+                    st.busy = false;
+                    st.lagging |= !accepted;
+                }
+                let _ = tx.send(Some(accepted));
+            });
+        }
+    }
+}
+
+/// Sends one early request to `t`; whether it was accepted.
+async fn send(t: &Target, frame: &mut [u8]) -> Accepted {
+    let mut stream = t.stream.lock().await;
+    match tokio::time::timeout(EARLY_TTL, stream.call(frame)).await {
+        Ok(Ok(frame::OK)) => {
+            type Reply = Result<AppendEntriesResponse<u64>, openraft::error::RaftError<u64>>;
+            matches!(
+                serde_json::from_slice::<Reply>(stream.reply()),
+                Ok(Ok(AppendEntriesResponse::Success))
+            )
+        }
+        Ok(Ok(_)) | Ok(Err(_)) => false,
+        Err(_) => {
+            // Cut off mid-exchange: the connection's state is unknown.
+            stream.reset();
+            false
+        }
+    }
+}
