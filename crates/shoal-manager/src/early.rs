@@ -89,6 +89,8 @@ pub struct Registration {
     early: Arc<Early>,
     target: u64,
     reg: u64,
+    /// An early answer was used (logged once per registration).
+    used: bool,
 }
 
 impl Early {
@@ -115,6 +117,7 @@ impl Early {
             early: self.clone(),
             target,
             reg,
+            used: false,
         }
     }
 
@@ -137,7 +140,7 @@ impl Registration {
     /// previous log id and last entry), waiting for it up to `wait`; `None`
     /// if there is none, it failed, or it did not come in time.
     pub async fn answer_for(
-        &self,
+        &mut self,
         vote: &Vote,
         prev_log_id: Option<LogId>,
         last: Option<LogId>,
@@ -155,8 +158,17 @@ impl Registration {
             }
         };
         let got = tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await;
-        let accepted = *got.ok()?.ok()?;
-        (accepted == Some(true)).then_some(AppendEntriesResponse::Success)
+        if *got.ok()?.ok()? != Some(true) {
+            return None;
+        }
+        if !self.used {
+            self.used = true;
+            tracing::debug!(
+                target = self.target,
+                "replication uses the answers to early AppendEntries"
+            );
+        }
+        Some(AppendEntriesResponse::Success)
     }
 
     /// Normal replication succeeded: the target is in step again.
@@ -172,7 +184,13 @@ impl LeaderAppends for Early {
         let Some(last) = append.entries.last().map(|(id, _)| *id) else {
             return;
         };
-        let targets: Vec<Arc<Target>> = self.targets.lock().expect("early").values().cloned().collect();
+        let targets: Vec<Arc<Target>> = self
+            .targets
+            .lock()
+            .expect("early")
+            .values()
+            .cloned()
+            .collect();
         let mut req: Option<Vec<u8>> = None;
         for t in targets {
             let (tx, rx) = watch::channel(None);
@@ -232,5 +250,161 @@ async fn send(t: &Target, frame: &mut [u8]) -> Accepted {
             stream.reset();
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use shoal_net::pki::{Role, RootCa, DEFAULT_NODE_CERT_VALIDITY};
+
+    fn early() -> Arc<Early> {
+        let ca = RootCa::generate().unwrap();
+        let m = ca
+            .issue_node_cert("m1", Role::Manager, "c1", DEFAULT_NODE_CERT_VALIDITY, &[])
+            .unwrap();
+        let tls =
+            shoal_net::tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
+        Early::new(Peers::new(tls))
+    }
+
+    fn id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(2, 1), index)
+    }
+
+    /// Pretends an early request for `(prev, last]` is in flight to `target`.
+    fn sent(e: &Early, target: u64, prev: u64, last: u64) -> watch::Sender<Option<Accepted>> {
+        let (tx, rx) = watch::channel(None);
+        let t = e.target(target).unwrap();
+        t.state.lock().unwrap().last = Some(Sent {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(id(prev)),
+            last: id(last),
+            answer: rx,
+        });
+        tx
+    }
+
+    /// An answer is used only for the very request it answers, only if the
+    /// follower accepted it, only once, and not after waiting too long.
+    #[tokio::test]
+    async fn an_early_answer_is_used_only_for_the_same_request_and_only_if_accepted() {
+        let e = early();
+        let mut r = e.register(2, "127.0.0.1:1");
+        let vote = Vote::new_committed(2, 1);
+        let wait = Duration::from_millis(200);
+        // Nothing was sent early.
+        assert!(r
+            .answer_for(&vote, Some(id(4)), Some(id(5)), wait)
+            .await
+            .is_none());
+
+        let tx = sent(&e, 2, 4, 5);
+        // Another vote, previous entry or last entry, or a heartbeat: no.
+        let other = Vote::new_committed(3, 1);
+        assert!(r
+            .answer_for(&other, Some(id(4)), Some(id(5)), wait)
+            .await
+            .is_none());
+        assert!(r
+            .answer_for(&vote, Some(id(3)), Some(id(5)), wait)
+            .await
+            .is_none());
+        assert!(r
+            .answer_for(&vote, Some(id(4)), Some(id(6)), wait)
+            .await
+            .is_none());
+        assert!(r.answer_for(&vote, Some(id(4)), None, wait).await.is_none());
+        // The same request waits for the answer...
+        let answer = tokio::spawn(async move {
+            let got = r.answer_for(&vote, Some(id(4)), Some(id(5)), wait).await;
+            (r, got)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(Some(true)).unwrap();
+        let (mut r, got) = answer.await.unwrap();
+        assert!(matches!(got, Some(AppendEntriesResponse::Success)));
+        // ...which is used once.
+        assert!(r
+            .answer_for(&vote, Some(id(4)), Some(id(5)), wait)
+            .await
+            .is_none());
+
+        // Refused or failed: the caller sends the request itself.
+        let tx = sent(&e, 2, 5, 6);
+        tx.send(Some(false)).unwrap();
+        assert!(r
+            .answer_for(&vote, Some(id(5)), Some(id(6)), wait)
+            .await
+            .is_none());
+        // No answer in time: the same.
+        let _tx = sent(&e, 2, 6, 7);
+        assert!(r
+            .answer_for(&vote, Some(id(6)), Some(id(7)), wait)
+            .await
+            .is_none());
+        // The sender gone without an answer: the same, at once.
+        drop(sent(&e, 2, 7, 8));
+        let quick = tokio::time::timeout(Duration::from_secs(5), async {
+            r.answer_for(&vote, Some(id(7)), Some(id(8)), Duration::from_secs(60))
+                .await
+        });
+        assert!(quick.await.unwrap().is_none());
+    }
+
+    /// A replication session re-registering its target keeps it when the
+    /// previous session's registration goes away afterwards.
+    #[tokio::test]
+    async fn a_stale_registration_does_not_remove_the_new_one() {
+        let e = early();
+        let old = e.register(2, "127.0.0.1:1");
+        let new = e.register(2, "127.0.0.1:1");
+        drop(old);
+        assert!(e.target(2).is_some());
+        drop(new);
+        assert!(e.target(2).is_none());
+    }
+
+    /// Appends go early only to targets that are free and in step, and a
+    /// target that does not answer is left to normal replication until it
+    /// is in step again.
+    #[tokio::test]
+    async fn a_target_that_fails_is_skipped_until_it_is_in_step() {
+        let e = early();
+        // Nobody listens at this address.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let r = e.register(2, &addr);
+        let append = |index: u64| LeaderAppend {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(id(index - 1)),
+            leader_commit: None,
+            entries: vec![(id(index), Arc::from(&b"{}"[..]))],
+        };
+        e.appending(append(5));
+        let t = e.target(2).unwrap();
+        wait_until(|| t.state.lock().unwrap().lagging).await;
+        assert!(!t.state.lock().unwrap().busy);
+        // Lagging: the next append is not sent early.
+        e.appending(append(6));
+        let last = t.state.lock().unwrap().last.as_ref().map(|s| s.last);
+        assert_eq!(last, Some(id(5)));
+        r.in_step();
+        assert!(!t.state.lock().unwrap().lagging);
+        e.appending(append(7));
+        let last = t.state.lock().unwrap().last.as_ref().map(|s| s.last);
+        assert_eq!(last, Some(id(7)));
+    }
+
+    async fn wait_until(f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached in 5 s");
     }
 }

@@ -10,6 +10,7 @@
 //! entry's JSON is made once, by the log store that writes it, and shared by
 //! all of them ([`EncodedEntries`]).
 
+use crate::early::{Early, Registration};
 use crate::peers::Peers;
 use crate::raft_stream::{StreamClient, StreamError};
 use openraft::error::{
@@ -26,7 +27,6 @@ use serde::de::DeserializeOwned;
 use shoal_net::frame;
 use shoal_net::rpc::pb::raft_client::RaftClient;
 use shoal_net::rpc::{msg, Msg};
-use crate::early::{Early, Registration};
 use shoal_store::{EncodedEntries, LogId, Member, TypeConfig, Vote};
 use std::future::Future;
 use std::sync::Arc;

@@ -1147,4 +1147,53 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Only this manager's own entries as leader, appended at the end of
+    /// the log under its committed vote, are handed to the observer, with
+    /// the previous log id and committed id an AppendEntries would carry.
+    #[test]
+    fn leader_appends_are_described_only_for_our_own_entries_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), &[StoreKey::generate()]).unwrap();
+        let enc = |es: &[Entry]| -> Vec<(LogId, Arc<[u8]>)> {
+            es.iter()
+                .map(|e| (e.log_id, serde_json::to_vec(e).unwrap().into()))
+                .collect()
+        };
+        // Node 1's entries of term 2, from the log's first index; no vote yet.
+        let next = [entry(2, 0), entry(2, 1)];
+        assert!(store.leader_append(1, &enc(&next)).is_none());
+        // A candidate's vote (not committed) is not a leader's.
+        store.wal().save_vote(&Vote::new(2, 1)).unwrap();
+        assert!(store.leader_append(1, &enc(&next)).is_none());
+        store.wal().save_vote(&Vote::new_committed(2, 1)).unwrap();
+        // As node 2 (a follower of node 1), nothing is ours.
+        assert!(store.leader_append(2, &enc(&next)).is_none());
+        let a = store.leader_append(1, &enc(&next)).expect("ours");
+        assert_eq!(a.vote, Vote::new_committed(2, 1));
+        assert_eq!(a.prev_log_id, None);
+        assert_eq!(a.leader_commit, None);
+        assert_eq!(a.entries.len(), 2);
+
+        append(&mut store.wal(), &[entry(1, 0), entry(2, 1)]);
+        store.wal().committed = Some(entry(1, 0).log_id);
+        let a = store.leader_append(1, &enc(&[entry(2, 2)])).expect("ours");
+        assert_eq!(a.prev_log_id, Some(entry(2, 1).log_id));
+        assert_eq!(a.leader_commit, Some(entry(1, 0).log_id));
+        assert_eq!(
+            &a.entries[0].1[..],
+            &serde_json::to_vec(&entry(2, 2)).unwrap()[..]
+        );
+        // An overwrite, a gap, entries of another term or a hole inside the
+        // batch: not a plain append at the end.
+        assert!(store.leader_append(1, &enc(&[entry(2, 1)])).is_none());
+        assert!(store.leader_append(1, &enc(&[entry(2, 3)])).is_none());
+        assert!(store.leader_append(1, &enc(&[entry(1, 2)])).is_none());
+        assert!(store
+            .leader_append(1, &enc(&[entry(2, 2), entry(2, 4)]))
+            .is_none());
+        // Under a newer leader's vote, our old term's entries are not sent.
+        store.wal().save_vote(&Vote::new_committed(3, 2)).unwrap();
+        assert!(store.leader_append(1, &enc(&[entry(2, 2)])).is_none());
+    }
 }
