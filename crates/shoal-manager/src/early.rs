@@ -33,7 +33,7 @@
 //! normal request succeeds again.
 
 use crate::peers::Peers;
-use crate::raft_stream::StreamClient;
+use crate::raft_stream::{StreamClient, StreamError};
 use openraft::raft::AppendEntriesResponse;
 use shoal_net::frame;
 use shoal_store::{LeaderAppend, LeaderAppends, LogId, Vote};
@@ -220,8 +220,9 @@ impl LeaderAppends for Early {
                     f
                 })
                 .clone();
+            let peers = self.peers.clone();
             tokio::spawn(async move {
-                let accepted = send(&t, &mut frame).await;
+                let accepted = send(&peers, &t, &mut frame).await;
                 {
                     let mut st = t.state.lock().expect("early target");
                     st.busy = false;
@@ -234,7 +235,7 @@ impl LeaderAppends for Early {
 }
 
 /// Sends one early request to `t`; whether it was accepted.
-async fn send(t: &Target, frame: &mut [u8]) -> Accepted {
+async fn send(peers: &Peers, t: &Target, frame: &mut [u8]) -> Accepted {
     let mut stream = t.stream.lock().await;
     match tokio::time::timeout(EARLY_TTL, stream.call(frame)).await {
         Ok(Ok(frame::OK)) => {
@@ -243,6 +244,11 @@ async fn send(t: &Target, frame: &mut [u8]) -> Accepted {
                 serde_json::from_slice::<Reply>(stream.reply()),
                 Ok(Ok(AppendEntriesResponse::Success))
             )
+        }
+        Ok(Err(StreamError::NotServed)) => {
+            // An older shoal: no early requests (nor stream) for a while.
+            peers.stream_not_served(&t.addr);
+            false
         }
         Ok(Ok(_)) | Ok(Err(_)) => false,
         Err(_) => {
@@ -260,13 +266,29 @@ mod tests {
     use shoal_net::pki::{Role, RootCa, DEFAULT_NODE_CERT_VALIDITY};
 
     fn early() -> Arc<Early> {
+        early_and_old_server().0
+    }
+
+    /// An `Early`, and a server config for an older shoal (gRPC's ALPN only)
+    /// from the same CA.
+    fn early_and_old_server() -> (Arc<Early>, rustls::ServerConfig) {
         let ca = RootCa::generate().unwrap();
         let m = ca
-            .issue_node_cert("m1", Role::Manager, "c1", DEFAULT_NODE_CERT_VALIDITY, &[])
+            .issue_node_cert(
+                "m1",
+                Role::Manager,
+                "c1",
+                DEFAULT_NODE_CERT_VALIDITY,
+                &["127.0.0.1".into()],
+            )
             .unwrap();
         let tls =
             shoal_net::tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
-        Early::new(Peers::new(tls))
+        let mut old = (*shoal_net::tls::server_config(&ca.cert_pem, &m.cert_pem, &m.key_pem)
+            .unwrap())
+        .clone();
+        old.alpn_protocols = vec![shoal_net::tls::ALPN_H2.to_vec()];
+        (Early::new(Peers::new(tls)), old)
     }
 
     fn id(index: u64) -> LogId {
@@ -396,6 +418,33 @@ mod tests {
         e.appending(append(7));
         let last = t.state.lock().unwrap().last.as_ref().map(|s| s.last);
         assert_eq!(last, Some(id(7)));
+    }
+
+    /// An older shoal without the stream gets no early requests: after the
+    /// first refusal, the address is marked as not serving it.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_no_early_requests() {
+        let (e, old) = early_and_old_server();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(old));
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let _r = e.register(2, &addr);
+        assert!(e.peers.serves_stream(&addr));
+        e.appending(LeaderAppend {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(id(4)),
+            leader_commit: None,
+            entries: vec![(id(5), Arc::from(&b"{}"[..]))],
+        });
+        let t = e.target(2).unwrap();
+        wait_until(|| t.state.lock().unwrap().lagging).await;
+        assert!(!e.peers.serves_stream(&addr));
+        server.abort();
     }
 
     async fn wait_until(f: impl Fn() -> bool) {
