@@ -27,7 +27,9 @@
 //!   the leader lost: they were never committed, and no other entry can take
 //!   their (term, index), since a restarted manager needs a new term to lead.
 //!
-//! At most one early request is in flight per follower, on its own
+//! Targets are the followers whose replication client has sent entries
+//! (openraft also makes clients for votes and leadership checks; those never
+//! register). At most one early request is in flight per follower, on its own
 //! connection; appends made meanwhile are left to the normal replication,
 //! and so is a follower that did not accept the last early request, until a
 //! normal request succeeds again.

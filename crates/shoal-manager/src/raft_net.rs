@@ -60,8 +60,13 @@ pub struct Client {
     encoded: EncodedEntries,
     /// The replication stream to the target.
     stream: StreamClient,
-    /// The target's early AppendEntries (see [`crate::early`]).
-    early: Registration,
+    /// Where early AppendEntries are sent (see [`crate::early`]).
+    early: Arc<Early>,
+    /// This client's registration with `early`, made when it first sends
+    /// entries: openraft also makes clients for votes and for leadership
+    /// checks (heartbeats only), which must not take the target over from
+    /// the replication session's client.
+    registered: Option<Registration>,
 }
 
 /// Appends to `out` the JSON of `rpc` (exactly what `serde_json::to_vec(rpc)`
@@ -120,7 +125,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             encoded: self.encoded.clone(),
             stream: StreamClient::new(&node.addr, self.peers.raft_tls()),
-            early: self.early.register(target, &node.addr),
+            early: self.early.clone(),
+            registered: None,
         }
     }
 }
@@ -266,16 +272,23 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
         let last = rpc.entries.last().map(|e| e.log_id);
+        if last.is_some() && self.registered.is_none() {
+            let addr = self.stream.addr().to_string();
+            self.registered = Some(self.early.register(self.target, &addr));
+        }
+        let Some(early) = self.registered.as_mut() else {
+            return self.append_entries_now(&rpc, &option).await;
+        };
         let wait = option.soft_ttl() / 2;
-        if let Some(answer) = (self.early)
+        if let Some(answer) = early
             .answer_for(&rpc.vote, rpc.prev_log_id, last, wait)
             .await
         {
             return Ok(answer);
         }
         let r = self.append_entries_now(&rpc, &option).await;
-        if matches!(r, Ok(AppendEntriesResponse::Success)) {
-            self.early.in_step();
+        if let (Ok(AppendEntriesResponse::Success), Some(early)) = (&r, &self.registered) {
+            early.in_step();
         }
         r
     }

@@ -732,11 +732,15 @@ fn acknowledged_writes_survive_leader_kills_with_early_append_entries() {
             },
         );
     }
-    // The writes did go through early AppendEntries.
-    assert!(
-        c.nodes.iter().any(|d| d
-            .log()
-            .contains("replication uses the answers to early AppendEntries")),
-        "no leader used an early answer"
-    );
+    // The writes went through early AppendEntries, under the first leader
+    // and under the ones elected after a kill (at least one other manager).
+    let used = c
+        .nodes
+        .iter()
+        .filter(|d| {
+            d.log()
+                .contains("replication uses the answers to early AppendEntries")
+        })
+        .count();
+    assert!(used >= 2, "only {used} of the leaders used early answers");
 }
