@@ -265,32 +265,11 @@ async fn send(peers: &Peers, t: &Target, frame: &mut [u8]) -> Accepted {
 mod tests {
     use super::*;
     use openraft::CommittedLeaderId;
-    use shoal_net::pki::{Role, RootCa, DEFAULT_NODE_CERT_VALIDITY};
 
-    fn early() -> Arc<Early> {
-        early_and_old_server().0
-    }
-
-    /// An `Early`, and a server config for an older shoal (gRPC's ALPN only)
-    /// from the same CA.
-    fn early_and_old_server() -> (Arc<Early>, rustls::ServerConfig) {
-        let ca = RootCa::generate().unwrap();
-        let m = ca
-            .issue_node_cert(
-                "m1",
-                Role::Manager,
-                "c1",
-                DEFAULT_NODE_CERT_VALIDITY,
-                &["127.0.0.1".into()],
-            )
-            .unwrap();
-        let tls =
-            shoal_net::tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
-        let mut old = (*shoal_net::tls::server_config(&ca.cert_pem, &m.cert_pem, &m.key_pem)
-            .unwrap())
-        .clone();
-        old.alpn_protocols = vec![shoal_net::tls::ALPN_H2.to_vec()];
-        (Early::new(Peers::new(tls)), old)
+    async fn early() -> Arc<Early> {
+        let (tls, _, server) = crate::raft_stream::testing::older_shoal().await;
+        server.abort();
+        Early::new(Peers::new(tls))
     }
 
     fn id(index: u64) -> LogId {
@@ -314,7 +293,7 @@ mod tests {
     /// follower accepted it, only once, and not after waiting too long.
     #[tokio::test]
     async fn an_early_answer_is_used_only_for_the_same_request_and_only_if_accepted() {
-        let e = early();
+        let e = early().await;
         let mut r = e.register(2, "127.0.0.1:1");
         let vote = Vote::new_committed(2, 1);
         let wait = Duration::from_millis(200);
@@ -381,7 +360,7 @@ mod tests {
     /// previous session's registration goes away afterwards.
     #[tokio::test]
     async fn a_stale_registration_does_not_remove_the_new_one() {
-        let e = early();
+        let e = early().await;
         let old = e.register(2, "127.0.0.1:1");
         let new = e.register(2, "127.0.0.1:1");
         drop(old);
@@ -395,7 +374,7 @@ mod tests {
     /// is in step again.
     #[tokio::test]
     async fn a_target_that_fails_is_skipped_until_it_is_in_step() {
-        let e = early();
+        let e = early().await;
         // Nobody listens at this address.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -426,15 +405,8 @@ mod tests {
     /// first refusal, the address is marked as not serving it.
     #[tokio::test]
     async fn a_peer_without_the_stream_gets_no_early_requests() {
-        let (e, old) = early_and_old_server();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(old));
-        let server = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let _ = acceptor.accept(tcp).await;
-            }
-        });
+        let (tls, addr, server) = crate::raft_stream::testing::older_shoal().await;
+        let e = Early::new(Peers::new(tls));
         let _r = e.register(2, &addr);
         assert!(e.peers.serves_stream(&addr));
         e.appending(LeaderAppend {

@@ -227,21 +227,26 @@ fn refused_alpn(e: &std::io::Error) -> bool {
         })
 }
 
+/// Test helpers shared with other modules' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_net::pki::{RootCa, DEFAULT_NODE_CERT_VALIDITY};
+pub(crate) mod testing {
+    use shoal_net::pki::{Role, RootCa, DEFAULT_NODE_CERT_VALIDITY};
     use shoal_net::tls;
+    use std::sync::Arc;
 
-    /// An older shoal offers only `h2`: the client tells that apart from a
-    /// peer that is down, so the caller can fall back to gRPC.
-    #[tokio::test]
-    async fn a_peer_without_the_stream_is_told_from_one_that_is_down() {
+    /// A manager's client TLS configuration, and a listening server (address
+    /// and task) of the same CA that shakes hands as an older shoal would:
+    /// it offers gRPC's ALPN only.
+    pub async fn older_shoal() -> (
+        Arc<rustls::ClientConfig>,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
         let ca = RootCa::generate().unwrap();
         let m = ca
             .issue_node_cert(
                 "m1",
-                shoal_net::pki::Role::Manager,
+                Role::Manager,
                 "c1",
                 DEFAULT_NODE_CERT_VALIDITY,
                 &["127.0.0.1".into()],
@@ -258,6 +263,20 @@ mod tests {
             }
         });
         let cfg = tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
+        (cfg, addr, server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_net::tls;
+
+    /// An older shoal offers only `h2`: the client tells that apart from a
+    /// peer that is down, so the caller can fall back to gRPC.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_is_told_from_one_that_is_down() {
+        let (cfg, addr, server) = testing::older_shoal().await;
         let cfg = tls::with_alpn(&cfg, ALPN_RAFT);
         let mut req = frame::start(frame::APPEND_ENTRIES, 2);
         req.extend_from_slice(b"{}");
