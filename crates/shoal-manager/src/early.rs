@@ -26,6 +26,11 @@
 //! - If the leader crashes before its own sync, a follower may hold entries
 //!   the leader lost: they were never committed, and no other entry can take
 //!   their (term, index), since a restarted manager needs a new term to lead.
+//!   openraft 0.9 alone would restart a leader as leader of the same term, so
+//!   the manager turns its committed vote for itself back into a plain vote
+//!   at every start (`never_lead_again_in_an_old_term` in `manager.rs`);
+//!   without that, `cluster.rs`'s kill test saw followers keep one entry and
+//!   the restarted leader commit another under the same log id.
 //!
 //! Targets are the followers whose replication client has sent entries
 //! (openraft also makes clients for votes and leadership checks; those never

@@ -137,6 +137,7 @@ impl Manager {
             addr: cfg.addr.clone(),
             node_id: cfg.node_id.clone(),
         };
+        never_lead_again_in_an_old_term(&mut log, cfg.raft_id).await?;
         if matches!(bootstrap, Bootstrap::ForceNewCluster) {
             force_single_voter(&mut log, cfg.raft_id, me.clone()).await?;
         }
@@ -367,6 +368,29 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
 /// Appends a membership entry making `me` the only voter, under a new term
 /// with a committed vote for itself, so Raft restarts as a one-manager
 /// cluster that still holds every committed object (`--force-new-cluster`).
+/// openraft 0.9 restarts a manager that was leader as leader of the same
+/// term (its committed vote for itself survived). With early AppendEntries
+/// ([`crate::early`]) followers may hold entries of that term the leader
+/// sent but had not synced before it died; leading that term again, it
+/// would give those indexes other entries under the same log ids, and the
+/// followers would keep theirs (log ids that match are not compared
+/// further). So on start such a vote is turned back into a plain vote for
+/// ourselves in that term: the manager must win a new term to lead again.
+/// It still cannot vote for anyone else in that term.
+async fn never_lead_again_in_an_old_term(
+    log: &mut shoal_store::LogStore,
+    raft_id: u64,
+) -> anyhow::Result<()> {
+    if let Some(v) = log.read_vote().await? {
+        if v.is_committed() && v.leader_id().voted_for() == Some(raft_id) {
+            let term = v.leader_id().get_term();
+            log.save_vote(&Vote::new(term, raft_id)).await?;
+            tracing::info!(term, "led before this start: will stand for a new term");
+        }
+    }
+    Ok(())
+}
+
 async fn force_single_voter(
     log: &mut shoal_store::LogStore,
     raft_id: u64,
