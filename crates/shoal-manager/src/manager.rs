@@ -422,3 +422,26 @@ async fn force_single_voter(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a committed vote for ourselves is turned back into a plain one,
+    /// in the same term; other votes are left alone.
+    #[tokio::test]
+    async fn a_manager_that_led_stands_for_a_new_term_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _sm) =
+            shoal_store::open(dir.path(), &[shoal_store::StoreKey::generate()]).unwrap();
+        for (saved, after) in [
+            (Vote::new_committed(4, 1), Vote::new(4, 1)),
+            (Vote::new(5, 1), Vote::new(5, 1)),
+            (Vote::new_committed(6, 2), Vote::new_committed(6, 2)),
+        ] {
+            log.save_vote(&saved).await.unwrap();
+            never_lead_again_in_an_old_term(&mut log, 1).await.unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(after));
+        }
+    }
+}
