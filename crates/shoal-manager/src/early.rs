@@ -40,7 +40,7 @@
 //! normal request succeeds again.
 
 use crate::peers::Peers;
-use crate::raft_stream::{StreamClient, StreamError};
+use crate::raft_stream::StreamClient;
 use openraft::raft::AppendEntriesResponse;
 use shoal_net::frame;
 use shoal_store::{LeaderAppend, LeaderAppends, LogId, Vote};
@@ -191,21 +191,21 @@ impl LeaderAppends for Early {
         let Some(last) = append.entries.last().map(|(id, _)| *id) else {
             return;
         };
-        let targets: Vec<Arc<Target>> = self
+        let targets: Vec<(u64, Arc<Target>)> = self
             .targets
             .lock()
             .expect("early")
-            .values()
-            .cloned()
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
             .collect();
         let mut req: Option<Vec<u8>> = None;
-        for t in targets {
-            let (tx, rx) = watch::channel(None);
-            {
+        for (id, t) in targets {
+            let tx = {
                 let mut st = t.state.lock().expect("early target");
                 if st.busy || st.lagging || !self.peers.serves_stream(&t.addr) {
                     continue;
                 }
+                let (tx, rx) = watch::channel(None);
                 st.busy = true;
                 st.last = Some(Sent {
                     vote: append.vote,
@@ -213,7 +213,8 @@ impl LeaderAppends for Early {
                     last,
                     answer: rx,
                 });
-            }
+                tx
+            };
             let mut frame = req
                 .get_or_insert_with(|| {
                     let mut f = frame::start(frame::APPEND_ENTRIES, 256);
@@ -229,7 +230,7 @@ impl LeaderAppends for Early {
                 .clone();
             let peers = self.peers.clone();
             tokio::spawn(async move {
-                let accepted = send(&peers, &t, &mut frame).await;
+                let accepted = send(&peers, id, &t, &mut frame).await;
                 {
                     let mut st = t.state.lock().expect("early target");
                     st.busy = false;
@@ -241,29 +242,11 @@ impl LeaderAppends for Early {
     }
 }
 
-/// Sends one early request to `t`; whether it was accepted.
-async fn send(peers: &Peers, t: &Target, frame: &mut [u8]) -> Accepted {
+/// Sends one early request to `target`; whether it was accepted.
+async fn send(peers: &Peers, target: u64, t: &Target, frame: &mut [u8]) -> Accepted {
     let mut stream = t.stream.lock().await;
-    match tokio::time::timeout(EARLY_TTL, stream.call(frame)).await {
-        Ok(Ok(frame::OK)) => {
-            type Reply = Result<AppendEntriesResponse<u64>, openraft::error::RaftError<u64>>;
-            matches!(
-                serde_json::from_slice::<Reply>(stream.reply()),
-                Ok(Ok(AppendEntriesResponse::Success))
-            )
-        }
-        Ok(Err(StreamError::NotServed)) => {
-            // An older shoal: no early requests (nor stream) for a while.
-            peers.stream_not_served(&t.addr);
-            false
-        }
-        Ok(Ok(_)) | Ok(Err(_)) => false,
-        Err(_) => {
-            // Cut off mid-exchange: the connection's state is unknown.
-            stream.reset();
-            false
-        }
-    }
+    let answer = crate::raft_net::append_over(&mut stream, peers, target, frame, EARLY_TTL).await;
+    matches!(answer, Some(Ok(AppendEntriesResponse::Success)))
 }
 
 #[cfg(test)]

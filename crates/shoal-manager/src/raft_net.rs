@@ -213,46 +213,57 @@ impl Client {
     ) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
         let mut req = frame::start(frame::APPEND_ENTRIES, 256);
         encode_append_entries(rpc, &self.encoded, &mut req);
-        let r = match tokio::time::timeout(ttl, self.stream.call(&mut req)).await {
-            Err(_) => {
-                // Cut off mid-exchange: the connection's state is unknown.
-                self.stream.reset();
-                return Some(Err(RPCError::Timeout(Timeout {
-                    action: RPCTypes::AppendEntries,
-                    id: 0,
-                    target: self.target,
-                    timeout: ttl,
-                })));
-            }
-            Ok(Err(StreamError::NotServed)) => {
-                self.peers.stream_not_served(self.stream.addr());
-                return None;
-            }
-            Ok(Err(StreamError::Unreachable(e))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
-            Ok(Err(StreamError::Io(e))) => Err(network(&e)),
-            Ok(Ok(frame::OK)) => {
-                let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
-                    match serde_json::from_slice(self.stream.reply()) {
-                        Ok(r) => r,
-                        Err(e) => return Some(Err(network(&e))),
-                    };
-                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Ok(Ok(frame::REFUSED)) => {
-                let why = String::from_utf8_lossy(self.stream.reply()).into_owned();
-                Err(network(&std::io::Error::other(why)))
-            }
-            Ok(Ok(tag)) => {
-                self.stream.reset();
-                Err(network(&std::io::Error::other(format!(
-                    "unknown answer type {tag}"
-                ))))
-            }
-        };
-        Some(r)
+        append_over(&mut self.stream, &self.peers, self.target, &mut req, ttl).await
     }
+}
+
+/// Sends the AppendEntries frame `req` to `target` over `stream` and reads
+/// its answer within `ttl`; `None` when the target does not serve the
+/// stream (it is then marked so in `peers`).
+pub(crate) async fn append_over(
+    stream: &mut StreamClient,
+    peers: &Peers,
+    target: u64,
+    req: &mut [u8],
+    ttl: Duration,
+) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
+    let r = match tokio::time::timeout(ttl, stream.call(req)).await {
+        Err(_) => {
+            // Cut off mid-exchange: the connection's state is unknown.
+            stream.reset();
+            return Some(Err(RPCError::Timeout(Timeout {
+                action: RPCTypes::AppendEntries,
+                id: 0,
+                target,
+                timeout: ttl,
+            })));
+        }
+        Ok(Err(StreamError::NotServed)) => {
+            peers.stream_not_served(stream.addr());
+            return None;
+        }
+        Ok(Err(StreamError::Unreachable(e))) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        Ok(Err(StreamError::Io(e))) => Err(network(&e)),
+        Ok(Ok(frame::OK)) => {
+            let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+                match serde_json::from_slice(stream.reply()) {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(network(&e))),
+                };
+            result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        }
+        Ok(Ok(frame::REFUSED)) => {
+            let why = String::from_utf8_lossy(stream.reply()).into_owned();
+            Err(network(&std::io::Error::other(why)))
+        }
+        Ok(Ok(tag)) => {
+            stream.reset();
+            Err(network(&std::io::Error::other(format!(
+                "unknown answer type {tag}"
+            ))))
+        }
+    };
+    Some(r)
 }
 
 fn network<E: std::error::Error + 'static>(e: &E) -> RpcErr {
