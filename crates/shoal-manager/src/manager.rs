@@ -324,8 +324,8 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
             });
             *m.dispatcher.leader_addr.lock().expect("lock") = addr;
         }
-        // A restarted node may believe it still leads (its vote for itself
-        // survived); leader components start only once a quorum confirms it.
+        // Leader components start only once a quorum confirms the
+        // leadership (a leader cut off from the others may not know yet).
         let confirmed = is_leader
             && leading.is_none()
             && matches!(

@@ -739,6 +739,10 @@ impl LogStore {
     /// own entries as leader, appended at the end of the log.
     fn leader_append(&self, me: u64, entries: &[(LogId, Arc<[u8]>)]) -> Option<LeaderAppend> {
         let first = entries.first()?.0;
+        if first.leader_id.node_id != me {
+            // A follower's append (the common case there): no lock needed.
+            return None;
+        }
         let wal = self.wal();
         let vote = wal.vote?;
         if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
