@@ -70,6 +70,9 @@ struct Target {
     addr: String,
     stream: tokio::sync::Mutex<StreamClient>,
     state: Mutex<TargetState>,
+    /// Bumped at every append the leader makes (sent early to this target
+    /// or not): wakes [`Registration::answer_for_commit`].
+    appends: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -81,6 +84,41 @@ struct TargetState {
     lagging: bool,
     /// The last early request, and its answer once it came.
     last: Option<Sent>,
+    /// Appends the leader made since the target registered...
+    appends: u64,
+    /// ...and the latest one sent early: at which append, what it carried.
+    latest: Option<(u64, Carried)>,
+}
+
+impl TargetState {
+    /// Records an append not sent early to `t`.
+    fn skip(&mut self, t: &Target) {
+        self.appends += 1;
+        t.appends.send_replace(self.appends);
+    }
+
+    /// Records an early request to `t` (ending at `last`) as in flight.
+    fn start(&mut self, t: &Target, c: Carried, last: LogId) {
+        self.appends += 1;
+        self.busy = true;
+        self.last = Some(Sent {
+            vote: c.vote,
+            prev_log_id: c.prev_log_id,
+            last,
+            answer: c.answer.clone(),
+        });
+        self.latest = Some((self.appends, c));
+        t.appends.send_replace(self.appends);
+    }
+}
+
+/// What an early request carried besides its entries.
+#[derive(Clone)]
+struct Carried {
+    vote: Vote,
+    prev_log_id: Option<LogId>,
+    leader_commit: Option<LogId>,
+    answer: watch::Receiver<Option<Accepted>>,
 }
 
 /// What an early request said, for matching the normal request.
@@ -96,8 +134,10 @@ pub struct Registration {
     early: Arc<Early>,
     target: u64,
     reg: u64,
-    /// An early answer was used (logged once per registration).
+    /// An early answer was used (logged once per registration)...
     used: bool,
+    /// ...and one answered an AppendEntries without entries.
+    used_for_commit: bool,
 }
 
 impl Early {
@@ -118,6 +158,7 @@ impl Early {
             addr: addr.to_string(),
             stream: tokio::sync::Mutex::new(StreamClient::new(addr, self.peers.raft_tls())),
             state: Mutex::new(TargetState::default()),
+            appends: watch::Sender::new(0),
         });
         self.targets.lock().expect("early").insert(target, t);
         Registration {
@@ -125,6 +166,7 @@ impl Early {
             target,
             reg,
             used: false,
+            used_for_commit: false,
         }
     }
 
@@ -178,6 +220,64 @@ impl Registration {
         Some(AppendEntriesResponse::Success)
     }
 
+    /// For an AppendEntries without entries (a heartbeat, or the new commit
+    /// index): waits up to `window` for the leader's next append and, if it
+    /// goes to the target early carrying at least `leader_commit` under the
+    /// same vote, returns `Success` once the target accepted it (waiting up
+    /// to `wait`). That answer says all the empty request asks: the target
+    /// accepted this leader after the request was made, holds the log up to
+    /// past `prev_log_id`, and learned the commit index. `None` (send the
+    /// request) if no append comes in time, or it was not sent early, or
+    /// does not qualify, or failed.
+    pub async fn answer_for_commit(
+        &mut self,
+        vote: &Vote,
+        prev_log_id: Option<LogId>,
+        leader_commit: Option<LogId>,
+        window: Duration,
+        wait: Duration,
+    ) -> Option<AppendEntriesResponse<u64>> {
+        let t = self.early.target(self.target)?;
+        let mut appends = t.appends.subscribe();
+        let since = t.state.lock().expect("early target").appends;
+        let deadline = tokio::time::Instant::now() + window;
+        let carried = loop {
+            {
+                let st = t.state.lock().expect("early target");
+                if st.appends > since {
+                    match &st.latest {
+                        Some((n, c)) if *n > since => break c.clone(),
+                        // Appends came and were not sent early.
+                        _ => return None,
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, appends.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        };
+        if carried.vote != *vote
+            || carried.leader_commit < leader_commit
+            || carried.prev_log_id < prev_log_id
+        {
+            return None;
+        }
+        let mut answer = carried.answer;
+        let got = tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await;
+        if *got.ok()?.ok()? != Some(true) {
+            return None;
+        }
+        if !self.used_for_commit {
+            self.used_for_commit = true;
+            tracing::debug!(
+                target = self.target,
+                "early answers stand in for AppendEntries without entries"
+            );
+        }
+        Some(AppendEntriesResponse::Success)
+    }
+
     /// Normal replication succeeded: the target is in step again.
     pub fn in_step(&self) {
         if let Some(t) = self.early.target(self.target) {
@@ -200,21 +300,26 @@ impl LeaderAppends for Early {
             .collect();
         let mut req: Option<Vec<u8>> = None;
         for (id, t) in targets {
-            let tx = {
+            let (tx, rx) = watch::channel(None);
+            let sending = {
                 let mut st = t.state.lock().expect("early target");
                 if st.busy || st.lagging || !self.peers.serves_stream(&t.addr) {
-                    continue;
+                    st.skip(&t);
+                    false
+                } else {
+                    let carried = Carried {
+                        vote: append.vote,
+                        prev_log_id: append.prev_log_id,
+                        leader_commit: append.leader_commit,
+                        answer: rx,
+                    };
+                    st.start(&t, carried, last);
+                    true
                 }
-                let (tx, rx) = watch::channel(None);
-                st.busy = true;
-                st.last = Some(Sent {
-                    vote: append.vote,
-                    prev_log_id: append.prev_log_id,
-                    last,
-                    answer: rx,
-                });
-                tx
             };
+            if !sending {
+                continue;
+            }
             let mut frame = req
                 .get_or_insert_with(|| {
                     let mut f = frame::start(frame::APPEND_ENTRIES, 256);
@@ -407,6 +512,85 @@ mod tests {
         wait_until(|| t.state.lock().unwrap().lagging).await;
         assert!(!e.peers.serves_stream(&addr));
         server.abort();
+    }
+
+    /// An AppendEntries without entries is answered by the leader's next
+    /// append sent early, if that one carries the same vote and at least its
+    /// commit index and is accepted; otherwise it is sent (at once when an
+    /// append was not sent early, at the window's end when none came).
+    #[tokio::test]
+    async fn an_empty_append_entries_is_answered_by_the_next_early_request() {
+        let e = early().await;
+        let r = tokio::sync::Mutex::new(e.register(2, "127.0.0.1:1"));
+        let t = e.target(2).unwrap();
+        let vote = Vote::new_committed(2, 1);
+        let (window, wait) = (Duration::from_millis(300), Duration::from_secs(5));
+        let start = |commit: u64, vote: Vote| {
+            let (tx, rx) = watch::channel(None);
+            let c = Carried {
+                vote,
+                prev_log_id: Some(id(9)),
+                leader_commit: Some(id(commit)),
+                answer: rx,
+            };
+            t.state.lock().unwrap().start(&t, c, id(10));
+            tx
+        };
+        let ask = |commit: u64| {
+            let r = &r;
+            async move {
+                r.lock()
+                    .await
+                    .answer_for_commit(&vote, Some(id(8)), Some(id(commit)), window, wait)
+                    .await
+            }
+        };
+        // No append in the window: send it.
+        let t0 = std::time::Instant::now();
+        assert!(ask(8).await.is_none());
+        assert!(t0.elapsed() >= window);
+        // An append sent early, accepted: answered.
+        let (got, tx) = tokio::join!(ask(8), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let tx = start(8, vote);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send(Some(true)).unwrap();
+            tx
+        });
+        assert!(matches!(got, Some(AppendEntriesResponse::Success)));
+        drop(tx);
+        // Refused: send it.
+        let (got, _tx) = tokio::join!(ask(8), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let tx = start(8, vote);
+            tx.send(Some(false)).unwrap();
+            tx
+        });
+        assert!(got.is_none());
+        // An older commit index or another vote: send it.
+        let (got, _tx) = tokio::join!(ask(8), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let tx = start(7, vote);
+            tx.send(Some(true)).unwrap();
+            tx
+        });
+        assert!(got.is_none());
+        let (got, _tx) = tokio::join!(ask(8), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let tx = start(8, Vote::new_committed(3, 1));
+            tx.send(Some(true)).unwrap();
+            tx
+        });
+        assert!(got.is_none());
+        // An append that skipped the target: send it, without waiting out
+        // the window.
+        let t0 = std::time::Instant::now();
+        let (got, ()) = tokio::join!(ask(8), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            t.state.lock().unwrap().skip(&t);
+        });
+        assert!(got.is_none());
+        assert!(t0.elapsed() < window);
     }
 
     async fn wait_until(f: impl Fn() -> bool) {

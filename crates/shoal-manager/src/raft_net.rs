@@ -32,6 +32,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long an AppendEntries without entries waits for the leader's next
+/// append to carry its news to the follower early (see
+/// [`Registration::answer_for_commit`]).
+const COMMIT_WINDOW: Duration = Duration::from_millis(1);
+
 /// Makes Raft clients for openraft.
 #[derive(Clone)]
 pub struct Network {
@@ -291,10 +296,17 @@ impl RaftNetwork<TypeConfig> for Client {
             return self.append_entries_now(&rpc, &option).await;
         };
         let wait = option.soft_ttl() / 2;
-        if let Some(answer) = early
-            .answer_for(&rpc.vote, rpc.prev_log_id, last, wait)
-            .await
-        {
+        let answer = if last.is_some() {
+            early
+                .answer_for(&rpc.vote, rpc.prev_log_id, last, wait)
+                .await
+        } else {
+            let (vote, prev, commit) = (&rpc.vote, rpc.prev_log_id, rpc.leader_commit);
+            early
+                .answer_for_commit(vote, prev, commit, COMMIT_WINDOW, wait)
+                .await
+        };
+        if let Some(answer) = answer {
             return Ok(answer);
         }
         let r = self.append_entries_now(&rpc, &option).await;

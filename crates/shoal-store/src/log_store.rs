@@ -141,6 +141,8 @@ pub(crate) struct Wal {
     vote: Option<Vote>,
     pub(crate) committed: Option<LogId>,
     pub(crate) committed_unwritten: bool,
+    /// Since when `committed` has been waiting to be written.
+    committed_since: Option<std::time::Instant>,
     purged: Option<LogId>,
     /// A zero-filled spare segment being prepared.
     spare: Option<std::thread::JoinHandle<std::io::Result<()>>>,
@@ -362,6 +364,7 @@ impl Wal {
             vote: None,
             committed: None,
             committed_unwritten: false,
+            committed_since: None,
             purged: None,
             spare: None,
         };
@@ -699,7 +702,51 @@ pub struct LogStore {
     /// The JSON of the newest entries, shared with the Raft network.
     encoded: crate::EncodedEntries,
     observer: Observer,
+    /// Moving average of recent appends' write and sync, in µs (see
+    /// [`INLINE_MAX_US`]).
+    append_us: Arc<std::sync::atomic::AtomicU64>,
+    /// Wakes the task that writes a committed hint no append carried (see
+    /// [`HINT_DELAY`]); started at the first hint.
+    hints: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
 }
+
+/// How long the committed hint waits for the next record to carry it before
+/// it is written on its own.
+const HINT_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Writes the committed hint when no other record carried it within
+/// [`HINT_DELAY`]; ends with the log store.
+async fn write_late_hints(wal: std::sync::Weak<Mutex<Wal>>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            tokio::time::sleep(HINT_DELAY).await;
+            let Some(wal) = wal.upgrade() else { return };
+            // Busy: an append is being written, which may carry it.
+            let Ok(mut w) = wal.try_lock() else { continue };
+            if !w.committed_unwritten {
+                break;
+            }
+            if w.committed_since.is_some_and(|t| t.elapsed() >= HINT_DELAY) {
+                if let Err(e) = w.write(Vec::new(), false) {
+                    tracing::warn!(error = %e, "writing the committed index hint");
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// A follower writes and syncs its appends on RaftCore's thread while they
+/// take less than this on average (µs), instead of on the blocking pool: a
+/// follower's sync is in every write's latency, and the two thread hand-offs
+/// around it cost ≈ 50–100 µs here; a slow disk would hold the runtime up
+/// for too long, so it then goes back to the pool.
+const INLINE_MAX_US: u64 = 1000;
+/// ...and while they are small (a few writes each): big batches come with
+/// heavy write loads, when the runtime has other work (a follower serving
+/// 64 writers lost 8 % of its throughput with big appends inline too).
+const INLINE_MAX_BYTES: usize = 4096;
 
 impl LogStore {
     /// Opens (or creates) the log in `raft_dir/wal`; `keys[0]` seals new
@@ -715,6 +762,8 @@ impl LogStore {
             cache: Default::default(),
             encoded: Default::default(),
             observer: Default::default(),
+            append_us: Default::default(),
+            hints: Default::default(),
         };
         if fresh && legacy.exists() {
             crate::legacy::migrate(&legacy, &mut store.wal())?;
@@ -865,11 +914,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // A hint, written without a sync: it survives a killed process (it
         // is in the page cache), so a restarted manager re-applies up to it
-        // at once instead of serving older state until it is leader again.
-        let mut wal = self.wal();
-        wal.committed = committed;
-        wal.committed_unwritten = true;
-        wal.write(Vec::new(), false).map(drop).map_err(write_err)
+        // at once instead of serving older state until it hears from a
+        // leader. It goes with the next record written (usually the next
+        // append, a moment later), saving a syscall on RaftCore's thread per
+        // commit on every manager, or on its own after `HINT_DELAY`.
+        {
+            let mut wal = self.wal();
+            wal.committed = committed;
+            if !wal.committed_unwritten {
+                wal.committed_unwritten = true;
+                wal.committed_since = Some(std::time::Instant::now());
+            }
+        }
+        self.hints
+            .get_or_init(|| {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(write_late_hints(Arc::downgrade(&self.wal), wake.clone()));
+                wake
+            })
+            .notify_one();
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -899,15 +963,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 observer.appending(append);
             }
         }
-        // On the blocking pool, not on RaftCore's runtime thread: writing
-        // inline made a lone sequential writer ~15–25 % faster, but under a
-        // burst (1,000 task starts) a runtime thread stuck in fsync slowed
-        // everything else on it (3.1–3.2 s → 4.0–4.1 s; BENCHMARKS.md).
+        // The leader's appends go to the blocking pool, not RaftCore's
+        // runtime thread: writing inline made a lone sequential writer
+        // faster, but under a burst (1,000 task starts) a leader's runtime
+        // stuck in fsync slowed the dispatcher and everything else on it
+        // (3.1–3.2 s → 4.0–4.1 s; BENCHMARKS.md). A follower's append is
+        // written inline while syncs are quick (see `INLINE_MAX_US`).
+        let follower = self.observer.get().is_some_and(|(me, _)| {
+            encoded
+                .first()
+                .is_some_and(|(id, _)| id.leader_id.node_id != *me)
+        });
+        let avg = self.append_us.load(std::sync::atomic::Ordering::Relaxed);
         let wal = self.wal.clone();
-        let res =
+        let took = std::time::Instant::now();
+        let res = if follower && avg < INLINE_MAX_US && bytes <= INLINE_MAX_BYTES {
+            wal.lock().expect("wal lock").append(&encoded)
+        } else {
             tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&encoded))
                 .await
-                .map_err(write_err)?;
+                .map_err(write_err)?
+        };
+        let us = took.elapsed().as_micros() as u64;
+        self.append_us
+            .store((avg * 7 + us) / 8, std::sync::atomic::Ordering::Relaxed);
         match res {
             Ok(()) => {
                 {
@@ -1199,5 +1278,48 @@ mod tests {
         // Under a newer leader's vote, our old term's entries are not sent.
         store.wal().save_vote(&Vote::new_committed(3, 2)).unwrap();
         assert!(store.leader_append(1, &enc(&[entry(2, 2)])).is_none());
+    }
+
+    /// The committed hint goes with the next record written, or on its own
+    /// once it has waited `HINT_DELAY`: either way a reopened log has it.
+    #[tokio::test]
+    async fn the_committed_hint_is_written_by_the_next_append_or_soon_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
+        append(&mut store.wal(), &[entry(1, 0), entry(1, 1), entry(1, 2)]);
+        // Carried by the next record (here the vote), before the delay.
+        store
+            .save_committed(Some(entry(1, 0).log_id))
+            .await
+            .unwrap();
+        store.wal().save_vote(&Vote::new(2, 1)).unwrap();
+        let reopened = Wal::open(
+            &dir.path().join("wal"),
+            std::slice::from_ref(&key),
+            16 << 20,
+        );
+        assert_eq!(reopened.unwrap().committed, Some(entry(1, 0).log_id));
+        // With nothing else written, on its own.
+        store
+            .save_committed(Some(entry(1, 2).log_id))
+            .await
+            .unwrap();
+        let mut found = None;
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let w = Wal::open(
+                &dir.path().join("wal"),
+                std::slice::from_ref(&key),
+                16 << 20,
+            );
+            found = w.unwrap().committed;
+            if found == Some(entry(1, 2).log_id) {
+                break;
+            }
+        }
+        assert_eq!(found, Some(entry(1, 2).log_id));
+        // The writer ends with the store.
+        drop(store);
     }
 }

@@ -743,4 +743,12 @@ fn acknowledged_writes_survive_leader_kills_with_early_append_entries() {
         })
         .count();
     assert!(used >= 2, "only {used} of the leaders used early answers");
+    // ...and they answered the AppendEntries that only carry the commit
+    // index (the writers' next appends come well within the window).
+    assert!(
+        c.nodes.iter().any(|d| d
+            .log()
+            .contains("early answers stand in for AppendEntries without entries")),
+        "no early answer stood in for an AppendEntries without entries"
+    );
 }
