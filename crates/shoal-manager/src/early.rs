@@ -197,7 +197,7 @@ impl Registration {
     ) -> Option<AppendEntriesResponse<u64>> {
         let last = last?;
         let t = self.early.target(self.target)?;
-        let mut answer = {
+        let answer = {
             let mut st = t.state.lock().expect("early target");
             match &st.last {
                 Some(s) if s.vote == *vote && s.prev_log_id == prev_log_id && s.last == last => {
@@ -206,17 +206,14 @@ impl Registration {
                 _ => return None,
             }
         };
-        let got = tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await;
-        if *got.ok()?.ok()? != Some(true) {
+        if !accepted(answer, wait).await {
             return None;
         }
-        if !self.used {
-            self.used = true;
-            tracing::debug!(
-                target = self.target,
-                "replication uses the answers to early AppendEntries"
-            );
-        }
+        first_use(
+            &mut self.used,
+            self.target,
+            "replication uses the answers to early AppendEntries",
+        );
         Some(AppendEntriesResponse::Success)
     }
 
@@ -263,18 +260,14 @@ impl Registration {
         {
             return None;
         }
-        let mut answer = carried.answer;
-        let got = tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await;
-        if *got.ok()?.ok()? != Some(true) {
+        if !accepted(carried.answer, wait).await {
             return None;
         }
-        if !self.used_for_commit {
-            self.used_for_commit = true;
-            tracing::debug!(
-                target = self.target,
-                "early answers stand in for AppendEntries without entries"
-            );
-        }
+        first_use(
+            &mut self.used_for_commit,
+            self.target,
+            "early answers stand in for AppendEntries without entries",
+        );
         Some(AppendEntriesResponse::Success)
     }
 
@@ -344,6 +337,22 @@ impl LeaderAppends for Early {
                 let _ = tx.send(Some(accepted));
             });
         }
+    }
+}
+
+/// Waits up to `wait` for an early request's answer: whether the follower
+/// accepted it.
+async fn accepted(mut answer: watch::Receiver<Option<Accepted>>, wait: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(wait, answer.wait_for(Option::is_some)).await,
+        Ok(Ok(a)) if *a == Some(true)
+    )
+}
+
+/// Logs `what` (about `target`) the first time `flag` is set.
+fn first_use(flag: &mut bool, target: u64, what: &str) {
+    if !std::mem::replace(flag, true) {
+        tracing::debug!(target = target, "{what}");
     }
 }
 
