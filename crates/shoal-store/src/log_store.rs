@@ -977,12 +977,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let avg = self.append_us.load(std::sync::atomic::Ordering::Relaxed);
         let wal = self.wal.clone();
         let took = std::time::Instant::now();
-        let res = if follower && avg < INLINE_MAX_US && bytes <= INLINE_MAX_BYTES {
-            wal.lock().expect("wal lock").append(&encoded)
-        } else {
-            tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&encoded))
-                .await
-                .map_err(write_err)?
+        // Inline only if the WAL is free: a long holder (a re-key, a read
+        // of old entries) must not stop the runtime thread.
+        let inline = (follower && avg < INLINE_MAX_US && bytes <= INLINE_MAX_BYTES)
+            .then(|| wal.try_lock().ok().map(|mut w| w.append(&encoded)))
+            .flatten();
+        let res = match inline {
+            Some(res) => res,
+            None => {
+                tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&encoded))
+                    .await
+                    .map_err(write_err)?
+            }
         };
         let us = took.elapsed().as_micros() as u64;
         self.append_us
