@@ -84,48 +84,33 @@ struct TargetState {
     lagging: bool,
     /// The last early request, and its answer once it came.
     last: Option<Sent>,
-    /// Appends the leader made since the target registered...
-    appends: u64,
-    /// ...and the latest one sent early: at which append, what it carried.
-    latest: Option<(u64, Carried)>,
+    /// The latest append sent early: its number in `Target::appends`, and
+    /// what it carried.
+    latest: Option<(u64, Sent)>,
 }
 
 impl TargetState {
-    /// Records an append not sent early to `t`.
+    /// Records an append not sent early to `t` (called under `t.state`).
     fn skip(&mut self, t: &Target) {
-        self.appends += 1;
-        t.appends.send_replace(self.appends);
+        t.appends.send_modify(|n| *n += 1);
     }
 
-    /// Records an early request to `t` (ending at `last`) as in flight.
-    fn start(&mut self, t: &Target, c: Carried, last: LogId) {
-        self.appends += 1;
+    /// Records the early request `s` to `t` as in flight (under `t.state`).
+    fn start(&mut self, t: &Target, s: Sent) {
+        self.skip(t);
         self.busy = true;
-        self.last = Some(Sent {
-            vote: c.vote,
-            prev_log_id: c.prev_log_id,
-            last,
-            answer: c.answer.clone(),
-        });
-        self.latest = Some((self.appends, c));
-        t.appends.send_replace(self.appends);
+        self.latest = Some((*t.appends.borrow(), s.clone()));
+        self.last = Some(s);
     }
-}
-
-/// What an early request carried besides its entries.
-#[derive(Clone)]
-struct Carried {
-    vote: Vote,
-    prev_log_id: Option<LogId>,
-    leader_commit: Option<LogId>,
-    answer: watch::Receiver<Option<Accepted>>,
 }
 
 /// What an early request said, for matching the normal request.
+#[derive(Clone)]
 struct Sent {
     vote: Vote,
     prev_log_id: Option<LogId>,
     last: LogId,
+    leader_commit: Option<LogId>,
     answer: watch::Receiver<Option<Accepted>>,
 }
 
@@ -236,12 +221,12 @@ impl Registration {
     ) -> Option<AppendEntriesResponse<u64>> {
         let t = self.early.target(self.target)?;
         let mut appends = t.appends.subscribe();
-        let since = t.state.lock().expect("early target").appends;
+        let since = *appends.borrow_and_update();
         let deadline = tokio::time::Instant::now() + window;
         let carried = loop {
             {
                 let st = t.state.lock().expect("early target");
-                if st.appends > since {
+                if *t.appends.borrow() > since {
                     match &st.latest {
                         Some((n, c)) if *n > since => break c.clone(),
                         // Appends came and were not sent early.
@@ -300,13 +285,14 @@ impl LeaderAppends for Early {
                     st.skip(&t);
                     false
                 } else {
-                    let carried = Carried {
+                    let sent = Sent {
                         vote: append.vote,
                         prev_log_id: append.prev_log_id,
+                        last,
                         leader_commit: append.leader_commit,
                         answer: rx,
                     };
-                    st.start(&t, carried, last);
+                    st.start(&t, sent);
                     true
                 }
             };
@@ -386,6 +372,7 @@ mod tests {
             vote: Vote::new_committed(2, 1),
             prev_log_id: Some(id(prev)),
             last: id(last),
+            leader_commit: None,
             answer: rx,
         });
         tx
@@ -536,13 +523,14 @@ mod tests {
         let (window, wait) = (Duration::from_millis(300), Duration::from_secs(5));
         let start = |commit: u64, vote: Vote| {
             let (tx, rx) = watch::channel(None);
-            let c = Carried {
+            let s = Sent {
                 vote,
                 prev_log_id: Some(id(9)),
+                last: id(10),
                 leader_commit: Some(id(commit)),
                 answer: rx,
             };
-            t.state.lock().unwrap().start(&t, c, id(10));
+            t.state.lock().unwrap().start(&t, s);
             tx
         };
         let ask = |commit: u64| {

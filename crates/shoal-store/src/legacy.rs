@@ -43,7 +43,7 @@ pub(crate) fn migrate(path: &Path, wal: &mut Wal) -> anyhow::Result<()> {
     }
     wal.append(&entries)?;
     wal.committed = committed;
-    wal.committed_unwritten = true;
+    wal.committed_unwritten = Some(std::time::Instant::now());
     if let Some(v) = vote {
         wal.save_vote(&v)?;
     }

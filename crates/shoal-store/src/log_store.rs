@@ -140,9 +140,9 @@ pub(crate) struct Wal {
     locs: VecDeque<Loc>,
     vote: Option<Vote>,
     pub(crate) committed: Option<LogId>,
-    pub(crate) committed_unwritten: bool,
-    /// Since when `committed` has been waiting to be written.
-    committed_since: Option<std::time::Instant>,
+    /// Since when `committed` has been waiting to be written (`None`:
+    /// written).
+    pub(crate) committed_unwritten: Option<std::time::Instant>,
     purged: Option<LogId>,
     /// A zero-filled spare segment being prepared.
     spare: Option<std::thread::JoinHandle<std::io::Result<()>>>,
@@ -363,8 +363,7 @@ impl Wal {
             locs: VecDeque::new(),
             vote: None,
             committed: None,
-            committed_unwritten: false,
-            committed_since: None,
+            committed_unwritten: None,
             purged: None,
             spare: None,
         };
@@ -520,7 +519,7 @@ impl Wal {
         head.extend_from_slice(&self.current.0);
         head.resize(SEG_HEADER as usize, 0);
         let state = self.state_records();
-        self.committed_unwritten = false;
+        self.committed_unwritten = None;
         head.extend_from_slice(&state);
         file.write_all_at(&head, 0)?;
         file.sync_data()?;
@@ -541,12 +540,12 @@ impl Wal {
     /// Writes `buf` (whole records) at the end of the log, in a new segment
     /// if it does not fit; synced when `sync`.
     fn write(&mut self, mut buf: Vec<u8>, sync: bool) -> std::io::Result<u64> {
-        if self.committed_unwritten && self.committed.is_some() {
+        if self.committed_unwritten.is_some() && self.committed.is_some() {
             let mut with = Vec::new();
             self.encode_json(&mut with, Kind::Committed, &self.committed);
             with.extend_from_slice(&buf);
             buf = with;
-            self.committed_unwritten = false;
+            self.committed_unwritten = None;
         }
         let size = self.segs[&self.active].size;
         if self.off + buf.len() as u64 > size {
@@ -724,10 +723,10 @@ async fn write_late_hints(wal: std::sync::Weak<Mutex<Wal>>, wake: Arc<tokio::syn
             let Some(wal) = wal.upgrade() else { return };
             // Busy: an append is being written, which may carry it.
             let Ok(mut w) = wal.try_lock() else { continue };
-            if !w.committed_unwritten {
+            let Some(since) = w.committed_unwritten else {
                 break;
-            }
-            if w.committed_since.is_some_and(|t| t.elapsed() >= HINT_DELAY) {
+            };
+            if since.elapsed() >= HINT_DELAY {
                 if let Err(e) = w.write(Vec::new(), false) {
                     tracing::warn!(error = %e, "writing the committed index hint");
                 }
@@ -921,10 +920,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut wal = self.wal();
             wal.committed = committed;
-            if !wal.committed_unwritten {
-                wal.committed_unwritten = true;
-                wal.committed_since = Some(std::time::Instant::now());
-            }
+            wal.committed_unwritten
+                .get_or_insert_with(std::time::Instant::now);
         }
         self.hints
             .get_or_init(|| {
@@ -1110,7 +1107,7 @@ mod tests {
             wal.purge(LogId::new(CommittedLeaderId::new(1, 1), 900))
                 .unwrap();
             wal.committed = Some(LogId::new(CommittedLeaderId::new(2, 1), 951));
-            wal.committed_unwritten = true;
+            wal.committed_unwritten = Some(std::time::Instant::now());
             append(&mut wal, &[entry(2, 952)]);
         }
         let wal = Wal::open(dir.path(), std::slice::from_ref(&key), 64 << 10).unwrap();
