@@ -93,6 +93,47 @@ fn ops_in(e: &Entry) -> usize {
     }
 }
 
+/// The newest entries (a contiguous suffix of the log) and their ops in all,
+/// kept up to date at every change rather than summed at every append.
+#[derive(Default)]
+struct Recent {
+    entries: BTreeMap<u64, Entry>,
+    ops: usize,
+}
+
+impl Recent {
+    /// Adds `fresh` (in order), replacing the entries from its first index
+    /// on, then drops the oldest beyond the limits.
+    fn append(&mut self, fresh: Vec<Entry>) {
+        if let Some(first) = fresh.first() {
+            let stale = self.entries.split_off(&first.log_id.index);
+            self.ops -= stale.values().map(ops_in).sum::<usize>();
+        }
+        for e in fresh {
+            self.ops += ops_in(&e);
+            if let Some(old) = self.entries.insert(e.log_id.index, e) {
+                self.ops -= ops_in(&old);
+            }
+        }
+        while self.entries.len() > CACHE_ENTRIES || (self.ops > CACHE_OPS && self.entries.len() > 1)
+        {
+            if let Some((_, e)) = self.entries.pop_first() {
+                self.ops -= ops_in(&e);
+            }
+        }
+    }
+
+    /// Keeps only the entries whose index passes `keep`.
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|k, _| keep(*k));
+        self.ops = self.entries.values().map(ops_in).sum();
+    }
+
+    fn clear(&mut self) {
+        *self = Recent::default();
+    }
+}
+
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
@@ -697,7 +738,7 @@ pub struct LogStore {
     wal: Arc<Mutex<Wal>>,
     /// The newest entries, so replication reads them without a disk read
     /// and a decode (followers ask for what was just appended).
-    cache: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    cache: Arc<Mutex<Recent>>,
     /// The JSON of the newest entries, shared with the Raft network.
     encoded: crate::EncodedEntries,
     observer: Observer,
@@ -859,9 +900,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             // The cache holds a contiguous suffix of the log (appends are
             // contiguous; truncate and purge cut its ends), so a range that
             // starts inside it is served whole from memory.
-            if let (Some(first), Some((&lowest, _))) = (first, cache.first_key_value()) {
+            if let (Some(first), Some((&lowest, _))) = (first, cache.entries.first_key_value()) {
                 if first >= lowest {
-                    return Ok(cache.range(bounds).map(|(_, e)| e.clone()).collect());
+                    return Ok(cache
+                        .entries
+                        .range(bounds)
+                        .map(|(_, e)| e.clone())
+                        .collect());
                 }
             }
         }
@@ -992,26 +1037,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store((avg * 7 + us) / 8, std::sync::atomic::Ordering::Relaxed);
         match res {
             Ok(()) => {
-                {
-                    let mut cache = self.cache.lock().expect("log cache");
-                    if let Some(first) = fresh.first() {
-                        // Overwritten indexes and everything after them are replaced.
-                        let stale: Vec<u64> =
-                            cache.range(first.log_id.index..).map(|(k, _)| *k).collect();
-                        for k in stale {
-                            cache.remove(&k);
-                        }
-                    }
-                    for e in fresh {
-                        cache.insert(e.log_id.index, e);
-                    }
-                    let mut ops: usize = cache.values().map(ops_in).sum();
-                    while cache.len() > CACHE_ENTRIES || (ops > CACHE_OPS && cache.len() > 1) {
-                        if let Some((_, e)) = cache.pop_first() {
-                            ops -= ops_in(&e);
-                        }
-                    }
-                }
+                // Overwritten indexes and everything after them are replaced.
+                self.cache.lock().expect("log cache").append(fresh);
                 callback.log_io_completed(Ok(()));
                 tracing::debug!(
                     target: "shoal_store::io",
@@ -1033,7 +1060,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.cache
             .lock()
             .expect("log cache")
-            .retain(|k, _| *k < log_id.index);
+            .retain(|k| k < log_id.index);
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").truncate(log_id.index))
             .await
@@ -1045,7 +1072,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.cache
             .lock()
             .expect("log cache")
-            .retain(|k, _| *k > log_id.index);
+            .retain(|k| k > log_id.index);
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").purge(log_id))
             .await
@@ -1064,6 +1091,62 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// An entry at `index` whose one command deletes `ops` configs.
+    fn entry_with_ops(term: u64, index: u64, ops: usize) -> Entry {
+        let op = |i: usize| crate::Op::Delete {
+            kind: crate::Kind::Config,
+            id: format!("c{i}"),
+            expect: None,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(crate::Batch(vec![crate::Command {
+                ops: (0..ops).map(op).collect(),
+                atomic: false,
+                request: 0,
+            }])),
+        }
+    }
+
+    /// The cache's running count of ops stays the sum over what it holds
+    /// through overwrites, trimming and cuts, and its limits hold.
+    #[test]
+    fn the_entry_cache_keeps_its_op_count_and_limits() {
+        let check = |r: &Recent| {
+            assert_eq!(r.ops, r.entries.values().map(ops_in).sum::<usize>());
+            assert!(r.entries.len() <= CACHE_ENTRIES);
+            assert!(r.ops <= CACHE_OPS || r.entries.len() == 1);
+            let keys: Vec<u64> = r.entries.keys().copied().collect();
+            assert!(keys.windows(2).all(|w| w[1] == w[0] + 1), "{keys:?}");
+        };
+        let mut r = Recent::default();
+        for i in 1..=100 {
+            r.append(vec![entry_with_ops(1, i, (i % 7) as usize)]);
+            check(&r);
+        }
+        assert_eq!(r.entries.len(), CACHE_ENTRIES);
+        // A new leader overwrites the last ten entries with two.
+        r.append(vec![entry_with_ops(2, 91, 3), entry_with_ops(2, 92, 5)]);
+        check(&r);
+        assert_eq!(r.entries.keys().last(), Some(&92));
+        assert_eq!(r.entries[&92].log_id.leader_id.term, 2);
+        // One big entry pushes out the older ones, and stays even alone.
+        r.append(vec![entry_with_ops(2, 93, CACHE_OPS - 10)]);
+        check(&r);
+        assert!(r.entries.len() < 10);
+        r.append(vec![entry_with_ops(2, 94, CACHE_OPS + 1)]);
+        check(&r);
+        assert_eq!(r.entries.len(), 1);
+        r.append(vec![entry_with_ops(2, 95, 1), entry_with_ops(2, 96, 1)]);
+        check(&r);
+        r.retain(|k| k > 94);
+        check(&r);
+        assert_eq!(r.ops, 2);
+        r.clear();
+        check(&r);
+        assert_eq!(r.ops, 0);
     }
 
     fn membership_entry(term: u64, index: u64) -> Entry {
