@@ -197,6 +197,12 @@ impl Manager {
             }
             Bootstrap::Member => {}
         }
+        tokio::spawn(snapshot_policy(
+            manager.raft.clone(),
+            manager.log.clone(),
+            manager.snapshots.clone(),
+            token.clone(),
+        ));
         tokio::spawn(watch_leadership(manager.clone(), token));
         Ok(manager)
     }
@@ -365,9 +371,55 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
     }
 }
 
-/// Appends a membership entry making `me` the only voter, under a new term
-/// with a committed vote for itself, so Raft restarts as a one-manager
-/// cluster that still holds every committed object (`--force-new-cluster`).
+/// How often the snapshot policy looks at the log.
+const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
+
+/// Builds this manager's snapshots when [`shoal_store::snapshot_due`] says
+/// so (openraft's own, fixed-interval policy is off), one at a time, until
+/// `token` is cancelled.
+async fn snapshot_policy(
+    raft: Raft,
+    log: shoal_store::LogStore,
+    snapshots: shoal_store::SnapshotFile,
+    token: CancellationToken,
+) {
+    let every = shoal_store::snapshot_every();
+    let mut metrics = raft.metrics();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(SNAPSHOT_CHECK) => {}
+        }
+        let (applied, last) = {
+            let m = metrics.borrow_and_update();
+            (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
+        };
+        let Some(applied) = applied else { continue };
+        let since = last.map_or(applied + 1, |s| applied.saturating_sub(s));
+        if !shoal_store::snapshot_due(since, every, snapshots.last_size(), log.avg_entry_bytes()) {
+            continue;
+        }
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        // One at a time: wait for it (a big state takes seconds), then look again.
+        let built = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+                if metrics.borrow().snapshot.map(|l| l.index) != last {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::timeout(Duration::from_secs(60), built) => {}
+        }
+    }
+}
+
 /// openraft 0.9 restarts a manager that was leader as leader of the same
 /// term (its committed vote for itself survived). With early AppendEntries
 /// ([`crate::early`]) followers may hold entries of that term the leader
@@ -391,6 +443,9 @@ async fn never_lead_again_in_an_old_term(
     Ok(())
 }
 
+/// Appends a membership entry making `me` the only voter, under a new term
+/// with a committed vote for itself, so Raft restarts as a one-manager
+/// cluster that still holds every committed object (`--force-new-cluster`).
 async fn force_single_voter(
     log: &mut shoal_store::LogStore,
     raft_id: u64,

@@ -745,6 +745,9 @@ pub struct LogStore {
     /// Moving average of recent appends' write and sync, in µs (see
     /// [`INLINE_MAX_US`]).
     append_us: Arc<std::sync::atomic::AtomicU64>,
+    /// Moving average of the appended entries' size, in bytes (for the
+    /// snapshot policy, [`crate::snapshot_due`]).
+    entry_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// Wakes the task that writes a committed hint no append carried (see
     /// [`HINT_DELAY`]); started at the first hint.
     hints: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
@@ -803,6 +806,7 @@ impl LogStore {
             encoded: Default::default(),
             observer: Default::default(),
             append_us: Default::default(),
+            entry_bytes: Default::default(),
             hints: Default::default(),
         };
         if fresh && legacy.exists() {
@@ -815,6 +819,12 @@ impl LogStore {
     /// network sends the same bytes to followers).
     pub fn encoded(&self) -> crate::EncodedEntries {
         self.encoded.clone()
+    }
+
+    /// The average size of recently appended entries, in bytes (0 before
+    /// any append).
+    pub fn avg_entry_bytes(&self) -> u64 {
+        self.entry_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tells `observer` of every append made while `me` (this manager's
@@ -1000,6 +1010,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let n = encoded.len();
         let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+        if let Some(per) = bytes.checked_div(n).map(|b| b as u64) {
+            let old = self.entry_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            let avg = if old == 0 { per } else { (old * 15 + per) / 16 };
+            self.entry_bytes
+                .store(avg, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some((me, observer)) = self.observer.get() {
             if let Some(append) = self.leader_append(*me, &encoded) {
                 observer.appending(append);

@@ -96,6 +96,8 @@ const DATA_STREAM: u8 = 2;
 pub struct SnapshotFile {
     dir: PathBuf,
     keys: Arc<RwLock<Vec<StoreKey>>>,
+    /// Bytes of the latest snapshot's data (read, built or installed).
+    size: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SnapshotFile {
@@ -103,19 +105,37 @@ impl SnapshotFile {
         SnapshotFile {
             dir: dir.to_path_buf(),
             keys: Arc::new(RwLock::new(keys.to_vec())),
+            size: Default::default(),
         }
+    }
+
+    /// Bytes of the data of the latest snapshot this node read, built or
+    /// installed (0 before any).
+    pub fn last_size(&self) -> u64 {
+        self.size.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_size(&self, data: &[u8]) {
+        self.size
+            .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reads the snapshot, if any: (meta, data bytes).
     fn read(&self) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let keys = self.keys.read().expect("keys lock");
-        read_snapshot_file(&self.dir, &keys)
+        let found = read_snapshot_file(&self.dir, &keys)?;
+        if let Some((_, data)) = &found {
+            self.set_size(data);
+        }
+        Ok(found)
     }
 
     /// Writes the snapshot sealed with the current key.
     fn write(&self, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
         let keys = self.keys.write().expect("keys lock");
-        write_snapshot_file(&self.dir, &keys[0], meta, data)
+        write_snapshot_file(&self.dir, &keys[0], meta, data)?;
+        self.set_size(data);
+        Ok(())
     }
 
     /// Re-seals the snapshot with `key`, which seals every later one.
@@ -430,8 +450,18 @@ mod tests {
         file.rekey(new.clone()).unwrap();
         assert_eq!(file.key_in_use(), Some(new.id()));
         assert!(read_snapshot_file(dir.path(), std::slice::from_ref(&key)).is_err());
-        let (_, d) = read_snapshot_file(dir.path(), &[new]).unwrap().unwrap();
+        let (_, d) = read_snapshot_file(dir.path(), std::slice::from_ref(&new))
+            .unwrap()
+            .unwrap();
         assert_eq!(d, data);
+        // Its size is known once it is read or written (the snapshot policy
+        // weighs it against the log).
+        let fresh = SnapshotFile::new(dir.path(), &[new]);
+        assert_eq!(fresh.last_size(), 0);
+        fresh.read().unwrap().unwrap();
+        assert_eq!(fresh.last_size(), data.len() as u64);
+        fresh.write(&meta, b"{}").unwrap();
+        assert_eq!(fresh.last_size(), 2);
         // A snapshot an older shoal wrote in clear still reads.
         let mut old = serde_json::to_vec(&meta).unwrap();
         old.push(b'\n');
