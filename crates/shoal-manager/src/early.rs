@@ -68,7 +68,7 @@ struct Target {
     /// Which registration it belongs to (replication restarts re-register).
     reg: u64,
     addr: String,
-    stream: Arc<tokio::sync::Mutex<StreamClient>>,
+    stream: tokio::sync::Mutex<StreamClient>,
     state: Mutex<TargetState>,
     /// Bumped at every append the leader makes (sent early to this target
     /// or not): wakes [`Registration::answer_for_commit`].
@@ -141,10 +141,7 @@ impl Early {
         let t = Arc::new(Target {
             reg,
             addr: addr.to_string(),
-            stream: Arc::new(tokio::sync::Mutex::new(StreamClient::new(
-                addr,
-                self.peers.raft_tls(),
-            ))),
+            stream: tokio::sync::Mutex::new(StreamClient::new(addr, self.peers.raft_tls())),
             state: Mutex::new(TargetState::default()),
             appends: watch::Sender::new(0),
         });
@@ -315,15 +312,9 @@ impl LeaderAppends for Early {
                     f
                 })
                 .clone();
-            // Written here, on RaftCore's task, when the connection is free
-            // and open: the follower gets it without waiting for the task
-            // below to be scheduled (≈ 20 µs sooner here), which then only
-            // flushes the rest, if any, and reads the answer.
-            let mut stream = t.stream.clone().try_lock_owned().ok();
-            let sent = stream.as_mut().is_some_and(|s| s.send_now(&mut frame));
             let peers = self.peers.clone();
             tokio::spawn(async move {
-                let accepted = send(&peers, id, &t, stream, sent, &mut frame).await;
+                let accepted = send(&peers, id, &t, &mut frame).await;
                 {
                     let mut st = t.state.lock().expect("early target");
                     st.busy = false;
@@ -351,23 +342,10 @@ fn first_use(flag: &mut bool, target: u64, what: &str) {
     }
 }
 
-/// Sends one early request to `target` over `stream` (locked by the caller,
-/// else locked here), or finishes sending it if `sent`; whether it was
-/// accepted.
-async fn send(
-    peers: &Peers,
-    target: u64,
-    t: &Target,
-    stream: Option<tokio::sync::OwnedMutexGuard<StreamClient>>,
-    sent: bool,
-    frame: &mut [u8],
-) -> Accepted {
-    let mut stream = match stream {
-        Some(s) => s,
-        None => t.stream.clone().lock_owned().await,
-    };
-    let answer =
-        crate::raft_net::append_over(&mut stream, peers, target, frame, sent, EARLY_TTL).await;
+/// Sends one early request to `target`; whether it was accepted.
+async fn send(peers: &Peers, target: u64, t: &Target, frame: &mut [u8]) -> Accepted {
+    let mut stream = t.stream.lock().await;
+    let answer = crate::raft_net::append_over(&mut stream, peers, target, frame, EARLY_TTL).await;
     matches!(answer, Some(Ok(AppendEntriesResponse::Success)))
 }
 

@@ -218,39 +218,21 @@ impl Client {
     ) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
         let mut req = frame::start(frame::APPEND_ENTRIES, 256);
         encode_append_entries(rpc, &self.encoded, &mut req);
-        append_over(
-            &mut self.stream,
-            &self.peers,
-            self.target,
-            &mut req,
-            false,
-            ttl,
-        )
-        .await
+        append_over(&mut self.stream, &self.peers, self.target, &mut req, ttl).await
     }
 }
 
-/// Sends the AppendEntries frame `req` to `target` over `stream` (or only
-/// finishes sending it if `sent`: [`StreamClient::send_now`] wrote it) and
-/// reads its answer within `ttl`; `None` when the target does not serve the
+/// Sends the AppendEntries frame `req` to `target` over `stream` and reads
+/// its answer within `ttl`; `None` when the target does not serve the
 /// stream (it is then marked so in `peers`).
 pub(crate) async fn append_over(
     stream: &mut StreamClient,
     peers: &Peers,
     target: u64,
     req: &mut [u8],
-    sent: bool,
     ttl: Duration,
 ) -> Option<Result<AppendEntriesResponse<u64>, RpcErr>> {
-    let r = match tokio::time::timeout(ttl, async {
-        if sent {
-            stream.call_sent(req).await
-        } else {
-            stream.call(req).await
-        }
-    })
-    .await
-    {
+    let r = match tokio::time::timeout(ttl, stream.call(req)).await {
         Err(_) => {
             // Cut off mid-exchange: the connection's state is unknown.
             stream.reset();

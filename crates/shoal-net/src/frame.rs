@@ -39,23 +39,16 @@ pub fn start(tag: u8, capacity: usize) -> Vec<u8> {
     buf
 }
 
-/// Writes the length of the frame built in `buf` (by [`start`] plus the
-/// body) into its header; `buf` is then ready to be written as it is.
-pub fn finish(buf: &mut [u8]) -> io::Result<()> {
-    if buf.len() < HEADER || buf.len() - 4 > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("frame of {} bytes", buf.len().saturating_sub(4)),
-        ));
-    }
-    let len = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
-}
-
 /// Writes the frame built in `buf` (by [`start`] plus the body) and flushes.
 pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, buf: &mut [u8]) -> io::Result<()> {
-    finish(buf)?;
+    let len = buf.len() - 4;
+    if buf.len() < HEADER || len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
     w.write_all(buf).await?;
     w.flush().await
 }
