@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Merges the stamp files of bench/stamp-probe/run.sh and prints, for each
+step of a sequential write through the leader, its median time (µs) after
+the HTTP handler took the write. Each write is one "cycle", from one h_in
+to the next; a label seen twice in a cycle is numbered (#1, #2)."""
+import collections, glob, statistics, sys
+
+out = sys.argv[1]
+leader = open(f"{out}/leader.pid").read().strip()
+t0 = int(open(f"{out}/t0").read())
+t1 = int(open(f"{out}/t1").read())
+events = []
+for f in glob.glob(f"{out}/*.stamps"):
+    for line in open(f):
+        t, pid, label, idx, extra = line.split()
+        t = int(t)
+        # Skip the warm-up and the end of the run.
+        if t0 + 1_000_000_000 < t < t1 - 200_000_000:
+            events.append((t, pid, label, int(idx), int(extra)))
+events.sort()
+client = {p for _, p, l, _, _ in events if l.startswith("c_")}
+followers = sorted({p for _, p, _, _, _ in events if p != leader and p not in client})
+PER_TARGET = {"ae_call", "ae_commit_call", "repl_ok", "repl_commit_ok", "afc_carried",
+              "early_spawn", "early_ans", "early_tx"}
+
+
+def name(pid, label, extra):
+    if pid in client:
+        return "C." + label
+    if pid == leader:
+        # Per replication target; numbered in order of appearance.
+        return "L.%s.t%d" % (label, targets.setdefault(extra, len(targets))) \
+            if label in PER_TARGET else "L." + label
+    return "F%d.%s" % (followers.index(pid), label)
+
+
+targets = {}
+cycles, cur = [], None
+for t, pid, label, idx, extra in events:
+    if pid == leader and label == "h_in":
+        if cur:
+            cur["next"] = t
+            cycles.append(cur)
+        cur = {"t": t, "ev": []}
+    elif cur:
+        cur["ev"].append((t, name(pid, label, extra)))
+offsets = collections.defaultdict(list)
+for c in cycles:
+    seen = collections.Counter()
+    for t, n in c["ev"]:
+        seen[n] += 1
+        offsets["%s#%d" % (n, seen[n])].append((t - c["t"]) / 1000)
+    offsets["next h_in"].append((c["next"] - c["t"]) / 1000)
+rows = sorted((statistics.median(v), k, len(v)) for k, v in offsets.items()
+              if len(v) > len(cycles) * 0.3)
+print(f"{len(cycles)} writes; median µs after the handler took the write:")
+for m, k, n in rows:
+    print("%8.1f  %-32s n=%d" % (m, k, n))
