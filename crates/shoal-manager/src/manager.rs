@@ -390,6 +390,9 @@ async fn snapshot_policy(
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(SNAPSHOT_CHECK) => {}
         }
+        if metrics.has_changed().is_err() {
+            return; // Raft has stopped.
+        }
         let (applied, last) = {
             let m = metrics.borrow_and_update();
             (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
