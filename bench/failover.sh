@@ -19,10 +19,7 @@ SETTLE=${SETTLE:-2}
 need_bins api_load
 bench_setup
 
-start_init m1
-start_join m2 manager m1
-start_join m3 manager m1
-wait_healthy 60
+three_managers
 KIND=$(write_kind m1)
 log "3 managers up; write = $KIND"
 

@@ -136,6 +136,13 @@ start_join() { # start_join NAME manager|worker VIA
   wait_api "$n"
 }
 
+three_managers() { # three_managers : m1 (init), m2 and m3 join as managers; all healthy
+  start_init m1
+  start_join m2 manager m1
+  start_join m3 manager m1
+  wait_healthy 60
+}
+
 restart() { # restart NAME : `shoal daemon` on its data dir
   local n=$1
   spawn "$n" daemon --data-dir "$TMP/$n"

@@ -23,10 +23,7 @@ THREADS=${THREADS:-1}
 need_bins api_load
 bench_setup
 
-start_init m1
-start_join m2 manager m1
-start_join m3 manager m1
-wait_healthy 60
+three_managers
 KIND=$(write_kind m1)
 L=$(leader) || die "no leader"
 F=""; for m in m1 m2 m3; do [[ $m != "$L" ]] && { F=$m; break; }; done

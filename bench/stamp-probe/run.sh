@@ -23,10 +23,7 @@ OUT=${OUT:-$(mktemp -d /tmp/shoal-stamps.XXXXXX)}
 export SHOAL_STAMP=$OUT
 need_bins api_load
 bench_setup
-start_init m1
-start_join m2 manager m1
-start_join m3 manager m1
-wait_healthy 60
+three_managers
 KIND=$(write_kind m1)
 L=$(leader)
 echo "${PID[$L]}" >"$OUT/leader.pid"
