@@ -100,6 +100,11 @@ enum Mode {
         /// Unmeasured seconds before (connections and Raft warm up).
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
+        /// Also print accepted writes per interval of this many ms of the
+        /// measured window, stamped with the wall clock (to line drops up
+        /// with the daemons' logs).
+        #[arg(long)]
+        timeline_ms: Option<u64>,
     },
     /// SIGKILLs a process, then writes through the target until one is accepted.
     Failover {
@@ -372,9 +377,18 @@ struct ClientStats {
     errors: BTreeMap<String, u64>,
     /// When the last measured write completed.
     last_done: Option<Instant>,
+    /// When each accepted measured write completed, in µs after the
+    /// measured window opened.
+    done_us: Vec<u64>,
 }
 
-async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::Result<()> {
+async fn load(
+    t: Target,
+    clients: usize,
+    duration: f64,
+    warmup: f64,
+    timeline_ms: Option<u64>,
+) -> anyhow::Result<()> {
     if clients == 0 {
         bail!("--clients must be at least 1");
     }
@@ -394,6 +408,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(warmup);
     let end = measure_from + Duration::from_secs_f64(duration);
+    let wall_from = SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
     let mut tasks = Vec::with_capacity(clients);
     for (i, mut conn) in conns.into_iter().enumerate() {
         let mut w = writer(&t, i).await?;
@@ -415,6 +430,7 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
                         let us = (done - t0).as_micros().min(u32::MAX as u128) as u32;
                         st.lat_us.push(us);
                         st.last_done = Some(done);
+                        st.done_us.push((done - measure_from).as_micros() as u64);
                     }
                     Outcome::Refused(s, m) => {
                         *st.errors.entry(format!("{s} {m}")).or_default() += 1;
@@ -431,9 +447,11 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
     let mut lat: Vec<u32> = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = measure_from;
+    let mut done_us: Vec<u64> = Vec::new();
     for task in tasks {
         let st = task.await?;
         lat.extend_from_slice(&st.lat_us);
+        done_us.extend_from_slice(&st.done_us);
         for (k, v) in st.errors {
             *errors.entry(k).or_default() += v;
         }
@@ -467,6 +485,9 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
     for (m, c) in errors.iter().take(5) {
         println!("  error x{c}: {}", m.chars().take(200).collect::<String>());
     }
+    if let Some(step) = timeline_ms.filter(|s| *s > 0) {
+        print_timeline(&done_us, step, wall_from);
+    }
     println!(
         "RESULT endpoint={kind} clients={clients} secs={secs:.2} writes={n} wps={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={nerr} gen_cpu_pct={cpu:.0}",
         n as f64 / secs,
@@ -475,6 +496,32 @@ async fn load(t: Target, clients: usize, duration: f64, warmup: f64) -> anyhow::
         pct(100.0)
     );
     Ok(())
+}
+
+/// Prints accepted writes per `step_ms` (as writes/s), each line stamped
+/// with the wall-clock time (UTC, HH:MM:SS.mmm) the interval began.
+fn print_timeline(done_us: &[u64], step_ms: u64, wall_from: SystemTime) {
+    let step_us = step_ms * 1000;
+    let buckets = done_us.iter().max().map_or(0, |m| m / step_us + 1) as usize;
+    let mut counts = vec![0u64; buckets];
+    for d in done_us {
+        counts[(d / step_us) as usize] += 1;
+    }
+    let from = wall_from
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    for (i, c) in counts.iter().enumerate() {
+        let t = (from + i as u64 * step_ms) % 86_400_000;
+        println!(
+            "TIMELINE {:02}:{:02}:{:02}.{:03} {:.0}",
+            t / 3_600_000,
+            t / 60_000 % 60,
+            t / 1000 % 60,
+            t % 1000,
+            *c as f64 * 1000.0 / step_ms as f64
+        );
+    }
 }
 
 async fn failover(t: Target, kill_pid: i32, timeout: f64) -> anyhow::Result<()> {
@@ -740,7 +787,8 @@ fn main() -> anyhow::Result<()> {
                 clients,
                 duration,
                 warmup,
-            } => load(target, clients, duration, warmup).await,
+                timeline_ms,
+            } => load(target, clients, duration, warmup, timeline_ms).await,
             Mode::Failover {
                 target,
                 kill_pid,
