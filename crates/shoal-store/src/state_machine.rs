@@ -294,6 +294,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .name("snapshot".into())
             .spawn(move || {
                 let t0 = std::time::Instant::now();
+                tracing::debug!(
+                    index = meta.last_log_id.map_or(0, |l| l.index),
+                    "building a snapshot"
+                );
                 let mut out = IdleWriter::new(Vec::with_capacity(capacity), IDLE_GRACE);
                 let built = serde_json::to_writer(&mut out, &image)
                     .map_err(|e| snap_err(ErrorVerb::Write, e))
