@@ -54,6 +54,16 @@ impl EncodedEntries {
             .map(|(_, json)| json.clone())
     }
 
+    /// The encoded size of the entry `id`, if it is kept.
+    pub(crate) fn size_of(&self, id: &LogId) -> Option<usize> {
+        let r = self.0.lock().expect("encoded entries");
+        r.entries
+            .iter()
+            .rev()
+            .find(|(i, _)| i == id)
+            .map(|(_, json)| json.len())
+    }
+
     /// How many entries are kept.
     pub fn len(&self) -> usize {
         self.0.lock().expect("encoded entries").entries.len()

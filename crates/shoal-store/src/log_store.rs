@@ -894,45 +894,111 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        {
-            let cache = self.cache.lock().expect("log cache");
-            let first = match bounds.0 {
-                Bound::Included(i) => Some(i),
-                Bound::Excluded(i) => Some(i + 1),
-                Bound::Unbounded => None,
-            };
-            // The cache holds a contiguous suffix of the log (appends are
-            // contiguous; truncate and purge cut its ends), so a range that
-            // starts inside it is served whole from memory.
-            if let (Some(first), Some((&lowest, _))) = (first, cache.entries.first_key_value()) {
-                if first >= lowest {
-                    return Ok(cache
-                        .entries
-                        .range(bounds)
-                        .map(|(_, e)| e.clone())
-                        .collect());
-                }
-            }
+/// Most bytes of entries (as encoded) that one AppendEntries carries,
+/// beyond its first entry. openraft 0.9 cuts an AppendEntries off after the
+/// heartbeat interval (50 ms), sending and the follower's write and sync
+/// included, and asks for up to 300 entries at a time: a follower catching
+/// up on entries of batched writes (≈ 70 configs each at 64 writers) was
+/// sent 6 MB requests that never finished in time, and never caught up.
+const REPLICATION_BYTES: usize = 256 << 10;
+
+/// The size assumed for an op whose entry's encoding is not at hand.
+const OP_BYTES_GUESS: usize = 512;
+
+impl LogStore {
+    /// Entries in `bounds` from memory, if the range starts in the cache:
+    /// all of them, or with `budget` as many as fit in that many encoded
+    /// bytes (at least one).
+    fn cached_entries(
+        &self,
+        bounds: (Bound<u64>, Bound<u64>),
+        budget: Option<usize>,
+    ) -> Option<Vec<Entry>> {
+        let cache = self.cache.lock().expect("log cache");
+        let first = match bounds.0 {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => return None,
+        };
+        // The cache holds a contiguous suffix of the log (appends are
+        // contiguous; truncate and purge cut its ends), so a range that
+        // starts inside it is served whole from memory.
+        let (&lowest, _) = cache.entries.first_key_value()?;
+        if first < lowest {
+            return None;
         }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, e) in cache.entries.range(bounds) {
+            if let Some(budget) = budget {
+                let size = self
+                    .encoded
+                    .size_of(&e.log_id)
+                    .unwrap_or(ops_in(e) * OP_BYTES_GUESS);
+                if !out.is_empty() && bytes + size > budget {
+                    break;
+                }
+                bytes += size;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+
+    /// Entries in `bounds` read from the WAL: all of them, or with `budget`
+    /// as many as fit in that many bytes of records (at least one).
+    async fn wal_entries(
+        &self,
+        bounds: (Bound<u64>, Bound<u64>),
+        budget: Option<usize>,
+    ) -> Result<Vec<Entry>, StorageError> {
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || {
             let wal = wal.lock().expect("wal lock");
+            let mut bytes = 0;
             let locs: Vec<Loc> = wal
                 .locs
                 .iter()
                 .filter(|l| bounds.contains(&l.log_id.index))
+                .take_while(|l| {
+                    let Some(budget) = budget else { return true };
+                    let fits = bytes == 0 || bytes + l.len as usize <= budget;
+                    bytes += l.len as usize;
+                    fits
+                })
                 .copied()
                 .collect();
             wal.read(&locs).map_err(read_err)
         })
         .await
         .map_err(read_err)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        match self.cached_entries(bounds, None) {
+            Some(entries) => Ok(entries),
+            None => self.wal_entries(bounds, None).await,
+        }
+    }
+
+    /// What replication sends: at most [`REPLICATION_BYTES`] of entries.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let bounds = (Bound::Included(start), Bound::Excluded(end));
+        let budget = Some(REPLICATION_BYTES);
+        match self.cached_entries(bounds, budget) {
+            Some(entries) => Ok(entries),
+            None => self.wal_entries(bounds, budget).await,
+        }
     }
 }
 
@@ -1384,6 +1450,52 @@ mod tests {
 
     /// The committed hint goes with the next record written, or on its own
     /// once it has waited `HINT_DELAY`: either way a reopened log has it.
+    /// Replication asks for ranges of up to 300 entries; it gets as many as
+    /// fit in `REPLICATION_BYTES` (at least one), from disk and from memory,
+    /// while other reads get the whole range.
+    #[tokio::test]
+    async fn replication_reads_stop_at_a_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let mut store = LogStore::open(dir.path(), std::slice::from_ref(&key)).unwrap();
+        let indexes = |es: &[Entry]| es.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // From disk: 40 entries of ≈ 50 KB.
+        let big: Vec<Entry> = (1..=40).map(|i| entry_with_ops(1, i, 1000)).collect();
+        append(&mut store.wal(), &big);
+        let size = serde_json::to_vec(&big[0]).unwrap().len();
+        let got = store.limited_get_log_entries(1, 41).await.unwrap();
+        let n = got.len();
+        assert_eq!(indexes(&got), (1..=n as u64).collect::<Vec<_>>());
+        assert!(n * size <= REPLICATION_BYTES, "{n} entries of {size} bytes");
+        assert!(
+            (n + 1) * (size + 100) > REPLICATION_BYTES,
+            "{n} entries of {size} bytes"
+        );
+        // Later ranges too, and a range of one entry bigger than the budget.
+        let got = store.limited_get_log_entries(30, 41).await.unwrap();
+        assert_eq!(indexes(&got), (30..30 + n as u64).collect::<Vec<_>>());
+        assert_eq!(store.try_get_log_entries(1..41).await.unwrap().len(), 40);
+        let huge = entry_with_ops(1, 41, 10_000);
+        append(&mut store.wal(), std::slice::from_ref(&huge));
+        assert!(serde_json::to_vec(&huge).unwrap().len() > REPLICATION_BYTES);
+        let got = store.limited_get_log_entries(41, 42).await.unwrap();
+        assert_eq!(indexes(&got), vec![41]);
+
+        // From memory: 4 entries of 500 ops (≈ 25 KB each); with their
+        // encodings unknown, each is guessed at 500 × 512 bytes.
+        let small: Vec<Entry> = (42..=45).map(|i| entry_with_ops(1, i, 500)).collect();
+        append(&mut store.wal(), &small);
+        store.cache.lock().unwrap().append(small.clone());
+        let got = store.limited_get_log_entries(42, 46).await.unwrap();
+        assert_eq!(indexes(&got), vec![42]);
+        for e in &small {
+            store.encoded.get(e);
+        }
+        let got = store.limited_get_log_entries(42, 46).await.unwrap();
+        assert_eq!(indexes(&got), vec![42, 43, 44, 45]);
+        assert_eq!(store.try_get_log_entries(42..46).await.unwrap().len(), 4);
+    }
+
     #[tokio::test]
     async fn the_committed_hint_is_written_by_the_next_append_or_soon_after() {
         let dir = tempfile::tempdir().unwrap();
