@@ -449,6 +449,29 @@ fn autolock_seals_the_manager_key_until_unlocked() {
         out.contains("\"s1\""),
         "the secret survived the re-keying: {out}"
     );
+    assert!(
+        !out.contains(&b64),
+        "a secret's value is never listed: {out}"
+    );
+    let listed = |filters: &str| {
+        let enc: String = filters
+            .bytes()
+            .map(|b| match b.is_ascii_alphanumeric() {
+                true => (b as char).to_string(),
+                false => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/v1.41/secrets?filters={enc}");
+        let (code, out) = api(&c.nodes[a], "GET", &path, None);
+        assert_eq!(code, 200, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(listed(r#"{"name":["s"]}"#), 1);
+    assert_eq!(listed(r#"{"name":["zz"]}"#), 0);
+    let bad = "/v1.41/secrets?filters=%7B%22bad%22%3A%5B%22x%22%5D%7D";
+    let (code, out) = api(&c.nodes[a], "GET", bad, None);
+    error_of(code, &out, 400, "invalid filter 'bad'");
 }
 
 /// Turns autolock on or off with `swarm/update`; returns the unlock key

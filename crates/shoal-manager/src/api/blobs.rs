@@ -124,7 +124,7 @@ macro_rules! handlers {
         pub async fn $list(
             State(s): State<ApiState>,
             Query(q): Query<HashMap<String, String>>,
-        ) -> Result<Json<Vec<Secret>>, ApiError> {
+        ) -> Result<axum::response::Response, ApiError> {
             list($kind, s, q).await
         }
         /// Create.
@@ -177,11 +177,15 @@ handlers!(
     update_config
 );
 
+/// The list is taken as shared objects under the tables' lock (a pointer
+/// each) and serialized a few at a time as the client reads it: a copy and
+/// one body of 400,000 configs kept the leader's runtime thread busy long
+/// enough for its followers to call an election.
 async fn list(
     kind: Kind,
     s: ApiState,
     q: HashMap<String, String>,
-) -> Result<Json<Vec<Secret>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let m = s.manager()?;
     let f = filters(&q)?;
     for k in f.keys() {
@@ -189,31 +193,30 @@ async fn list(
             return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
         }
     }
-    let all: Vec<Secret> = m
-        .store
-        .view(|t| table(t, kind).iter().map(|o| (**o).clone()).collect());
-    let out = all
-        .into_iter()
-        .filter(|o| {
-            f.get("id")
-                .is_none_or(|v| v.iter().any(|i| o.id.starts_with(i.as_str())))
-        })
-        .filter(|o| {
-            f.get("name")
+    let wanted = |o: &Secret| {
+        f.get("id")
+            .is_none_or(|v| v.iter().any(|i| o.id.starts_with(i.as_str())))
+            && f.get("name")
                 .or(f.get("names"))
                 .is_none_or(|v| v.iter().any(|n| o.spec.name.starts_with(n.as_str())))
-        })
-        .filter(|o| {
-            f.get("label").is_none_or(|ls| {
+            && f.get("label").is_none_or(|ls| {
                 ls.iter().all(|l| match l.split_once('=') {
                     Some((k, v)) => o.spec.labels.get(k).is_some_and(|x| x == v),
                     None => o.spec.labels.contains_key(l),
                 })
             })
-        })
-        .map(|o| shown(kind, o))
-        .collect();
-    Ok(Json(out))
+    };
+    let out: Vec<Arc<Secret>> = m.store.view(|t| {
+        table(t, kind)
+            .iter()
+            .filter(|o| wanted(o))
+            .cloned()
+            .collect()
+    });
+    Ok(super::json_array(out, move |o, buf| match kind {
+        Kind::Secret => serde_json::to_writer(buf, &shown(kind, (**o).clone())),
+        _ => serde_json::to_writer(buf, &**o),
+    }))
 }
 
 async fn create(
