@@ -752,3 +752,54 @@ fn acknowledged_writes_survive_leader_kills_with_early_append_entries() {
         "no early answer stood in for an AppendEntries without entries"
     );
 }
+
+/// A manager that was down while many writers wrote (so each Raft entry
+/// holds dozens of writes, megabytes per 300 entries) catches up when it
+/// comes back. AppendEntries must stay small enough to finish within
+/// openraft's cutoff (the heartbeat interval, 50 ms): before replication
+/// reads were limited in bytes, the leader sent ≈ 6 MB requests, cut each
+/// off mid-send, and the manager never caught up.
+#[test]
+fn a_manager_catches_up_on_a_backlog_of_batched_writes() {
+    const WRITERS: usize = 64;
+    const EACH: usize = 400;
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    let m3 = c.join("m3", "manager", 0);
+    wait_for("3 ready", T, || (ready_count(&c, 0)? == 3).then_some(()));
+    c.nodes[m3].kill();
+    let leader = wait_for("a leader", T, || c.leader(0));
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let d = &c.nodes[leader];
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let body = format!(r#"{{"Name":"c{w}-{i}","Data":"aGk="}}"#);
+                    let (code, out) = api(d, "POST", "/v1.41/configs/create", Some(&body));
+                    assert_eq!(code, 201, "{out}");
+                }
+            });
+        }
+    });
+    let configs = |d: &Daemon| -> Option<usize> {
+        let (code, out) = api(d, "GET", "/v1.41/configs", None);
+        (code == 200).then_some(())?;
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .ok()
+            .map(|v| v.len())
+    };
+    assert_eq!(configs(&c.nodes[leader]), Some(WRITERS * EACH));
+    c.nodes[m3].restart();
+    wait_for("m3 caught up", T, || {
+        (configs(&c.nodes[m3])? == WRITERS * EACH).then_some(())
+    });
+    // ...and follows new writes through itself.
+    let (code, out) = api(
+        &c.nodes[m3],
+        "POST",
+        "/v1.41/configs/create",
+        Some(r#"{"Name":"after","Data":"aGk="}"#),
+    );
+    assert_eq!(code, 201, "{out}");
+}
