@@ -633,18 +633,7 @@ fn try_api(
     path: &str,
     body: &str,
 ) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, resp.split_once("\r\n\r\n")?.1.to_string()))
+    http_at(socket, method, path, body, Some(Duration::from_secs(20)))
 }
 
 /// Leaders send new entries to followers while they write them themselves

@@ -372,16 +372,29 @@ impl Drop for Cluster {
 
 /// A raw HTTP/1.1 request to a daemon's API socket: (status, body).
 pub fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_at(&d.socket, method, path, body.unwrap_or(""), None).expect("API request")
+}
+
+/// One HTTP/1.1 request on the unix socket `socket`: (status, body), with
+/// a chunked body decoded (lists are streamed); `None` if it could not be
+/// sent or read (within `read_timeout`, if given).
+pub fn http_at(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: &str,
+    read_timeout: Option<Duration>,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect API socket");
-    let body = body.unwrap_or("");
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(read_timeout).ok()?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).ok()?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
+    s.read_to_end(&mut resp).ok()?;
     let resp = String::from_utf8_lossy(&resp).to_string();
     let status: u16 = resp
         .split_whitespace()
@@ -407,7 +420,7 @@ pub fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, St
     } else {
         rest.to_string()
     };
-    (status, body)
+    Some((status, body))
 }
 
 impl Cluster {
