@@ -33,6 +33,10 @@ pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     /// Our cluster's ID.
     pub cluster_id: String,
+    /// The highest commit index an AppendEntries has carried to us: how
+    /// far a restarted manager must catch up before it may stand for
+    /// election (`manager::catch_up_before_campaigning`).
+    pub leader_commit: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The verified identity of the caller, which must belong to this cluster.
@@ -59,6 +63,18 @@ fn identity_in(identity: Option<&NodeIdentity>, cluster_id: &str) -> Result<Node
 }
 
 impl Services {
+    /// Hands an AppendEntries to Raft, noting the commit index it carries.
+    pub async fn append_entries(
+        &self,
+        rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
+    ) -> Result<openraft::raft::AppendEntriesResponse<u64>, openraft::error::RaftError<u64>> {
+        if let Some(c) = rpc.leader_commit {
+            self.leader_commit
+                .fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.raft.append_entries(rpc).await
+    }
+
     /// The caller must hold a manager certificate and, when this manager
     /// knows the cluster, still be a manager in it (demoted or removed
     /// managers' certificates open nothing).
@@ -159,7 +175,7 @@ impl raft_server::Raft for Services {
     async fn append_entries(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.require_raft_peer(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = parse(req.get_ref())?;
-        reply(&self.raft.append_entries(rpc).await)
+        reply(&self.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {

@@ -73,6 +73,8 @@ pub struct Manager {
     /// The durable files, to re-key them.
     log: shoal_store::LogStore,
     snapshots: shoal_store::SnapshotFile,
+    /// The highest commit index a leader has sent us (see [`Services`]).
+    leader_commit: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Callers waiting for the next read-index round (see [`Manager::catch_up`]).
@@ -142,7 +144,14 @@ impl Manager {
             force_single_voter(&mut log, cfg.raft_id, me.clone()).await?;
         }
         let store = sm.shared();
-        let config = Arc::new(shoal_store::raft_config(&cfg.cluster_id)?);
+        let mut config = shoal_store::raft_config(&cfg.cluster_id)?;
+        // A manager restarting into a cluster that has other voters stays
+        // out of elections until it has caught up (see
+        // `catch_up_before_campaigning`); off from the start, so no timer
+        // can fire before that is decided.
+        let member = matches!(bootstrap, Bootstrap::Member);
+        config.enable_elect = !member;
+        let config = Arc::new(config);
         let encoded = log.encoded();
         let early = crate::early::Early::new(cfg.peers.clone());
         log.observe_leader_appends(cfg.raft_id, early.clone());
@@ -154,6 +163,11 @@ impl Manager {
             sm,
         )
         .await?;
+        let quiet = member && has_other_voters(&raft).await;
+        if member && !quiet {
+            raft.runtime_config().elect(true);
+        }
+        let leader_commit = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let proposer = Proposer::start(raft.clone(), cfg.peers.clone());
         let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
         let token = CancellationToken::new();
@@ -170,6 +184,7 @@ impl Manager {
             token: token.clone(),
             log: log_files,
             snapshots,
+            leader_commit: leader_commit.clone(),
         });
         match bootstrap {
             Bootstrap::Init(b) => {
@@ -197,6 +212,13 @@ impl Manager {
             }
             Bootstrap::Member => {}
         }
+        if quiet {
+            tokio::spawn(catch_up_before_campaigning(
+                raft.clone(),
+                leader_commit,
+                token.clone(),
+            ));
+        }
         tokio::spawn(snapshot_policy(
             manager.raft.clone(),
             manager.log.clone(),
@@ -215,6 +237,7 @@ impl Manager {
             proposer: self.proposer.clone(),
             dispatcher: self.dispatcher.clone(),
             cluster_id: self.cluster_id.clone(),
+            leader_commit: self.leader_commit.clone(),
         }
     }
 
@@ -421,6 +444,82 @@ async fn snapshot_policy(
             _ = tokio::time::timeout(Duration::from_secs(60), built) => {}
         }
     }
+}
+
+/// How long a restarted manager stays out of elections if it hears from no
+/// leader (the leader retries an unreachable peer every 100 ms; a whole
+/// cluster restarted at once waits this long for its first election).
+const QUIET_WITHOUT_LEADER: Duration = Duration::from_secs(1);
+/// The longest it stays out while catching up with a leader it hears from.
+const QUIET_MAX: Duration = Duration::from_secs(30);
+
+/// Whether the Raft membership has voters other than this node (once
+/// RaftCore has published the stored membership; a node that has none
+/// yet, joining, has none).
+async fn has_other_voters(raft: &Raft) -> bool {
+    let loaded = raft
+        .wait(Some(Duration::from_millis(200)))
+        .metrics(
+            |m| {
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .next()
+                    .is_some()
+            },
+            "stored membership",
+        )
+        .await;
+    loaded.is_ok_and(|m| {
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v != m.id)
+    })
+}
+
+/// openraft 0.9 has no pre-vote: a manager that restarts behind the others
+/// times out while the leader sends it a snapshot (one message, no
+/// heartbeats meanwhile), stands for a new term, and its answer deposes a
+/// healthy leader (0.4–0.8 s without one; BENCHMARKS.md, session 9). So a
+/// restarted manager starts with elections off, and turns them on once it
+/// has applied what the first leader it heard from had committed, or if no
+/// leader speaks to it within [`QUIET_WITHOUT_LEADER`], or the leader it
+/// heard from is gone, or after [`QUIET_MAX`]. It votes all along, so the
+/// others can elect without it.
+async fn catch_up_before_campaigning(
+    raft: Raft,
+    leader_commit: Arc<std::sync::atomic::AtomicU64>,
+    token: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let mut target: Option<u64> = None;
+    let why = loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let m = raft.metrics().borrow().clone();
+        let leader = m.current_leader.filter(|l| *l != m.id);
+        let seen = leader_commit.load(std::sync::atomic::Ordering::Relaxed);
+        if target.is_none() && leader.is_some() && seen > 0 {
+            target = Some(seen);
+        }
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        match target {
+            Some(t) if applied >= t => break "caught up with the leader",
+            Some(_) if leader.is_none() => break "the leader is gone",
+            None if started.elapsed() >= QUIET_WITHOUT_LEADER => break "no leader spoke to us",
+            _ if started.elapsed() >= QUIET_MAX => break "still catching up",
+            _ => {}
+        }
+    };
+    raft.runtime_config().elect(true);
+    tracing::info!(
+        reason = why,
+        after_ms = started.elapsed().as_millis() as u64,
+        "standing for election allowed"
+    );
 }
 
 /// openraft 0.9 restarts a manager that was leader as leader of the same

@@ -108,7 +108,7 @@ async fn answer(
                         format!("invalid AppendEntries request: {e}"),
                     )
                 })?;
-            let result = services.raft.append_entries(rpc).await;
+            let result = services.append_entries(rpc).await;
             Ok(serde_json::to_vec(&result).expect("serializable"))
         }
         frame::PROPOSE => {
