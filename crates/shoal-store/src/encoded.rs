@@ -56,12 +56,7 @@ impl EncodedEntries {
 
     /// The encoded size of the entry `id`, if it is kept.
     pub(crate) fn size_of(&self, id: &LogId) -> Option<usize> {
-        let r = self.0.lock().expect("encoded entries");
-        r.entries
-            .iter()
-            .rev()
-            .find(|(i, _)| i == id)
-            .map(|(_, json)| json.len())
+        self.find(id).map(|json| json.len())
     }
 
     /// How many entries are kept.
