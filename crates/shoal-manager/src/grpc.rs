@@ -33,10 +33,52 @@ pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     /// Our cluster's ID.
     pub cluster_id: String,
-    /// The highest commit index an AppendEntries has carried to us: how
-    /// far a restarted manager must catch up before it may stand for
-    /// election (`manager::catch_up_before_campaigning`).
-    pub leader_commit: Arc<std::sync::atomic::AtomicU64>,
+    /// What leaders' requests have told us (for
+    /// `manager::catch_up_before_campaigning`).
+    pub contact: Arc<LeaderContact>,
+}
+
+/// What the leader's requests have told this manager: the highest commit
+/// index an AppendEntries carried, and when the last request came.
+pub struct LeaderContact {
+    commit: std::sync::atomic::AtomicU64,
+    /// Milliseconds after `since` of the last request, plus one (0: none).
+    last: std::sync::atomic::AtomicU64,
+    since: std::time::Instant,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            commit: Default::default(),
+            last: Default::default(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl LeaderContact {
+    /// A request came, carrying `commit` (AppendEntries) or not.
+    fn note(&self, commit: Option<u64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(c) = commit {
+            self.commit.fetch_max(c, Relaxed);
+        }
+        let ms = self.since.elapsed().as_millis() as u64 + 1;
+        self.last.fetch_max(ms, Relaxed);
+    }
+
+    /// The highest commit index carried so far (0: none).
+    pub fn commit(&self) -> u64 {
+        self.commit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long since the last request, if one came.
+    pub fn quiet_for(&self) -> Option<std::time::Duration> {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.since.elapsed().as_millis() as u64 + 1;
+        (last > 0).then(|| std::time::Duration::from_millis(now.saturating_sub(last)))
+    }
 }
 
 /// The verified identity of the caller, which must belong to this cluster.
@@ -68,10 +110,7 @@ impl Services {
         &self,
         rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
     ) -> Result<openraft::raft::AppendEntriesResponse<u64>, openraft::error::RaftError<u64>> {
-        if let Some(c) = rpc.leader_commit {
-            self.leader_commit
-                .fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.contact.note(rpc.leader_commit.map(|c| c.index));
         self.raft.append_entries(rpc).await
     }
 
@@ -192,7 +231,10 @@ impl raft_server::Raft for Services {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),
         };
-        reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+        self.contact.note(None);
+        let r = self.raft.install_full_snapshot(vote, snapshot).await;
+        self.contact.note(None);
+        reply(&r)
     }
 }
 
@@ -386,5 +428,20 @@ mod tests {
             String::from(Refusal::Removed),
             "the node was removed from the cluster"
         );
+    }
+
+    #[test]
+    fn leader_contact_keeps_the_highest_commit_and_the_last_request_time() {
+        let c = LeaderContact::default();
+        assert_eq!((c.commit(), c.quiet_for()), (0, None));
+        c.note(Some(7));
+        c.note(Some(5));
+        c.note(None);
+        assert_eq!(c.commit(), 7, "commit indexes only go up");
+        assert!(c.quiet_for().unwrap() < std::time::Duration::from_secs(1));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(c.quiet_for().unwrap() >= std::time::Duration::from_millis(25));
+        c.note(None);
+        assert!(c.quiet_for().unwrap() < std::time::Duration::from_millis(25));
     }
 }

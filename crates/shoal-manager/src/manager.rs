@@ -2,7 +2,7 @@
 //! leader-only components that start when it leads and stop when it doesn't.
 
 use crate::dispatcher::Dispatcher;
-use crate::grpc::Services;
+use crate::grpc::{LeaderContact, Services};
 use crate::peers::Peers;
 use crate::proposer::Proposer;
 use crate::raft_net::Network;
@@ -73,8 +73,8 @@ pub struct Manager {
     /// The durable files, to re-key them.
     log: shoal_store::LogStore,
     snapshots: shoal_store::SnapshotFile,
-    /// The highest commit index a leader has sent us (see [`Services`]).
-    leader_commit: Arc<std::sync::atomic::AtomicU64>,
+    /// What leaders' requests have told us (see [`Services`]).
+    contact: Arc<LeaderContact>,
 }
 
 /// Callers waiting for the next read-index round (see [`Manager::catch_up`]).
@@ -167,7 +167,7 @@ impl Manager {
         if member && !quiet {
             raft.runtime_config().elect(true);
         }
-        let leader_commit = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let contact = Arc::new(LeaderContact::default());
         let proposer = Proposer::start(raft.clone(), cfg.peers.clone());
         let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
         let token = CancellationToken::new();
@@ -184,7 +184,7 @@ impl Manager {
             token: token.clone(),
             log: log_files,
             snapshots,
-            leader_commit: leader_commit.clone(),
+            contact: contact.clone(),
         });
         match bootstrap {
             Bootstrap::Init(b) => {
@@ -215,7 +215,7 @@ impl Manager {
         if quiet {
             tokio::spawn(catch_up_before_campaigning(
                 raft.clone(),
-                leader_commit,
+                contact,
                 token.clone(),
             ));
         }
@@ -237,7 +237,7 @@ impl Manager {
             proposer: self.proposer.clone(),
             dispatcher: self.dispatcher.clone(),
             cluster_id: self.cluster_id.clone(),
-            leader_commit: self.leader_commit.clone(),
+            contact: self.contact.clone(),
         }
     }
 
@@ -452,6 +452,9 @@ async fn snapshot_policy(
 const QUIET_WITHOUT_LEADER: Duration = Duration::from_secs(1);
 /// The longest it stays out while catching up with a leader it hears from.
 const QUIET_MAX: Duration = Duration::from_secs(30);
+/// ...or once that leader has sent nothing for this long (longer than a big
+/// snapshot takes to arrive, during which nothing else is sent).
+const LEADER_SILENT: Duration = Duration::from_secs(5);
 
 /// Whether the Raft membership has voters other than this node (once
 /// RaftCore has published the stored membership; a node that has none
@@ -485,11 +488,11 @@ async fn has_other_voters(raft: &Raft) -> bool {
 /// restarted manager starts with elections off, and turns them on once it
 /// has applied what the first leader it heard from had committed, or if no
 /// leader speaks to it within [`QUIET_WITHOUT_LEADER`], or the leader it
-/// heard from is gone, or after [`QUIET_MAX`]. It votes all along, so the
-/// others can elect without it.
+/// heard from is gone or silent for [`LEADER_SILENT`], or after
+/// [`QUIET_MAX`]. It votes all along, so the others can elect without it.
 async fn catch_up_before_campaigning(
     raft: Raft,
-    leader_commit: Arc<std::sync::atomic::AtomicU64>,
+    contact: Arc<LeaderContact>,
     token: CancellationToken,
 ) {
     let started = tokio::time::Instant::now();
@@ -501,7 +504,7 @@ async fn catch_up_before_campaigning(
         }
         let m = raft.metrics().borrow().clone();
         let leader = m.current_leader.filter(|l| *l != m.id);
-        let seen = leader_commit.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = contact.commit();
         if target.is_none() && leader.is_some() && seen > 0 {
             target = Some(seen);
         }
@@ -509,6 +512,9 @@ async fn catch_up_before_campaigning(
         match target {
             Some(t) if applied >= t => break "caught up with the leader",
             Some(_) if leader.is_none() => break "the leader is gone",
+            Some(_) if contact.quiet_for().is_some_and(|q| q >= LEADER_SILENT) => {
+                break "the leader went silent"
+            }
             None if started.elapsed() >= QUIET_WITHOUT_LEADER => break "no leader spoke to us",
             _ if started.elapsed() >= QUIET_MAX => break "still catching up",
             _ => {}
