@@ -42,13 +42,12 @@ run() {
   [[ $c == "$n" ]] || die "$F has $c of $n configs ${dt}s after its restart"
   echo "RESULT configs=$n caught_up_s=$dt"
   for m in m1 m2 m3; do
-    sed 's/\x1b\[[0-9;]*m//g' "$TMP/$m.log" |
+    plain_log "$m" |
       awk -v since="$mark" '$1 >= since' |
       grep -E 'became leader|lost leadership|standing for election' |
       sed -E "s/^([^ ]+) +INFO +[^ ]+ /$m \1 /" | cut -c1-150
   done
   bench_cleanup
-  trap - EXIT
   NAMES=() PID=() ADDR=() ROLE=()
 }
 

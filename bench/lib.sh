@@ -158,6 +158,8 @@ kill9() { # kill9 NAME : SIGKILL and reap
 
 reap() { wait "${PID[$1]}" 2>/dev/null; return 0; }
 
+plain_log() { sed 's/\x1b\[[0-9;]*m//g' "$TMP/$1.log"; }  # plain_log NAME : its log without colours
+
 alive_managers() {
   local n
   for n in "${NAMES[@]}"; do

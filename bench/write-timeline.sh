@@ -51,6 +51,6 @@ grep '^TIMELINE' <<<"$out" | head -n -1 | awk -v step="$STEP" '
   }'
 [[ ${TIMELINE:-0} == 1 ]] && grep '^TIMELINE' <<<"$out" | cut -d' ' -f2-
 for m in m1 m2 m3; do
-  sed 's/\x1b\[[0-9;]*m//g' "$TMP/$m.log" | grep 'snapshot built' | sed -E "s/^([^ ]+) .*snapshot built/$m \1/"
+  plain_log "$m" | grep 'snapshot built' | sed -E "s/^([^ ]+) .*snapshot built/$m \1/"
 done
 echo "load average after: $(load_avg)"

@@ -502,13 +502,16 @@ async fn catch_up_before_campaigning(
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        let m = raft.metrics().borrow().clone();
-        let leader = m.current_leader.filter(|l| *l != m.id);
+        let (leader, applied) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            (m.current_leader.filter(|l| *l != m.id), applied)
+        };
         let seen = contact.commit();
         if target.is_none() && leader.is_some() && seen > 0 {
             target = Some(seen);
         }
-        let applied = m.last_applied.map_or(0, |l| l.index);
         match target {
             Some(t) if applied >= t => break "caught up with the leader",
             Some(_) if leader.is_none() => break "the leader is gone",

@@ -430,7 +430,9 @@ async fn load(
                         let us = (done - t0).as_micros().min(u32::MAX as u128) as u32;
                         st.lat_us.push(us);
                         st.last_done = Some(done);
-                        st.done_us.push((done - measure_from).as_micros() as u64);
+                        if timeline_ms.is_some() {
+                            st.done_us.push((done - measure_from).as_micros() as u64);
+                        }
                     }
                     Outcome::Refused(s, m) => {
                         *st.errors.entry(format!("{s} {m}")).or_default() += 1;
