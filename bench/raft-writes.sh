@@ -41,6 +41,9 @@ helper fsync --dir "$TMP" --count 200 | grep -v '^RESULT' >&2
 # ...and what a message between tasks, to the blocking pool and to another
 # process costs here (a sequential write needs several of each).
 helper floor --count 5000 | grep -v '^RESULT' >&2
+# ...and the ceiling: the same message pattern with no shoal code in it
+# (client -> leader -> two followers, three synced appends; api_load chain).
+helper chain --dir "$TMP" --duration 3 | grep -v '^RESULT' >&2
 printf '%-8s %-9s %-8s %10s %9s %9s %9s %7s  %-22s %s\n' clients target node writes/s p50-ms p99-ms max-ms errors "cpu% m1/m2/m3/gen" load-avg
 for spec in "${runs[@]}"; do
   read -r c n what <<<"$spec"
@@ -64,5 +67,8 @@ helper fsync --dir "$TMP" --count 200 | grep -v '^RESULT' >&2
 # ...and what a message between tasks, to the blocking pool and to another
 # process costs here (a sequential write needs several of each).
 helper floor --count 5000 | grep -v '^RESULT' >&2
+# ...and the ceiling: the same message pattern with no shoal code in it
+# (client -> leader -> two followers, three synced appends; api_load chain).
+helper chain --dir "$TMP" --duration 3 | grep -v '^RESULT' >&2
 echo "endpoint: $(result_field endpoint <<<"$out"); manager RSS after the runs: $(for m in m1 m2 m3; do printf '%s=%.0fMB ' "$m" "$(awk -v k="$(rss_kb "${PID[$m]}")" 'BEGIN{print k/1024}')"; done)"
 [[ $KIND == configs ]] && echo "configs in the store: $(api "$L" GET /configs | head -n -1 | jq length)"

@@ -6,6 +6,7 @@
 //! api_load wait-state --socket S --node ID --kill-pid PID [--state down] [--interval-ms 20]
 //! api_load fsync     --dir D [--count 200]
 //! api_load floor     [--count 20000]
+//! api_load chain     --dir D [--duration 5] [--bytes 600] [--leader-thread]
 //! ```
 //!
 //! `load` opens N HTTP/1.1 keep-alive connections to the API socket and has
@@ -32,12 +33,24 @@
 //! two cross-process round trips (client ↔ leader, leader ↔ follower) and
 //! the follower's fsync; openraft 0.9 adds the leader's fsync before it.
 //!
+//! `chain` runs the message pattern of one sequential Raft write as plainly
+//! as it can be written: a client sends a request over a unix socket to a
+//! leader process, which sends it over loopback TCP to two follower
+//! processes and appends it to its own log; each appends it (`pwrite` into a
+//! zero-filled file, `fdatasync`) and answers; the leader answers the client
+//! once its own append and the first follower's answer are done. Blocking
+//! I/O on plain threads, no TLS, no encoding: what is left is the disk, the
+//! wake-ups and the system calls, i.e. the ceiling for this machine.
+//!
 //! Every mode ends with one machine-readable `RESULT key=value ...` line.
 //!
 //! Write kinds: `configs` (`POST /configs/create` with a unique name per
 //! write, 201 expected) or `node-label` (`GET /nodes/{id}` for the version,
 //! then `POST /nodes/{id}/update?version=N` with a changed label; concurrent
 //! clients on one node conflict, so use it sequentially).
+
+#[path = "chain.rs"]
+mod chain;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -131,6 +144,41 @@ enum Mode {
         /// Round trips per measurement.
         #[arg(long, default_value_t = 20000)]
         count: usize,
+    },
+    /// The fastest a Raft-shaped write can go on this machine, with no shoal
+    /// code: a client, a leader and two followers as processes, blocking
+    /// I/O, no TLS, no encoding (see the module docs).
+    Chain {
+        /// Directory for the three logs (on the disk under test).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Bytes per request (≈ one AppendEntries with one config).
+        #[arg(long, default_value_t = 600)]
+        bytes: usize,
+        /// The leader syncs on a thread of its own (as shoal's leader does,
+        /// on the blocking pool) instead of inline.
+        #[arg(long)]
+        leader_thread: bool,
+    },
+    /// (internal) A node of `chain`.
+    #[command(hide = true)]
+    ChainNode {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        wal: PathBuf,
+        #[arg(long)]
+        bytes: usize,
+        /// leader: the client's unix socket and the followers' addresses.
+        #[arg(long)]
+        unix: Option<PathBuf>,
+        #[arg(long)]
+        followers: Vec<String>,
+        #[arg(long)]
+        leader_thread: bool,
     },
     /// (internal) The echo child of `floor`: echoes 64-byte messages on
     /// the TCP connection and the unix socket it is given.
@@ -807,6 +855,20 @@ fn main() -> anyhow::Result<()> {
             Mode::Fsync { dir, count } => fsync_probe(&dir, count),
             Mode::Floor { count } => floor(count).await,
             Mode::FloorEcho { tcp, unix } => floor_echo(&tcp, &unix).await,
+            Mode::Chain {
+                dir,
+                duration,
+                bytes,
+                leader_thread,
+            } => chain::run(&dir, duration, bytes, leader_thread),
+            Mode::ChainNode {
+                role,
+                wal,
+                bytes,
+                unix,
+                followers,
+                leader_thread,
+            } => chain::node(&role, &wal, bytes, unix, &followers, leader_thread),
         }
     })
 }
