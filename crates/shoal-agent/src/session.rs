@@ -5,9 +5,10 @@
 use shoal_api::NodeDescription;
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_net::rpc::{msg, parse, AgentMessage, DispatcherMessage, ManagerAddr, TaskStatusReport};
-use shoal_net::tls::connect_channel;
+use shoal_net::tls::connect_channel_with_keepalive;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,25 @@ pub struct SessionConfig {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// A manager whose session just failed is not tried again, nor followed to
+/// by a redirect, for this long while another may answer: a leader that is
+/// frozen or cut off still looks like the leader to managers that have not
+/// noticed yet, and every try on it costs a connect timeout.
+const AVOID_FAILED: Duration = Duration::from_secs(3);
+/// Backstop for opening a session (the HTTP/2 PINGs, see [`keepalive`],
+/// catch a manager gone silent sooner).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 PING interval and answer timeout for a session, from the cluster's
+/// heartbeat period. A manager that stops answering (frozen, or cut off by
+/// the network: its connections stay open) ends the session within about
+/// two periods, so the agent finds the new leader well before that leader
+/// would mark the node down (its grace plus three periods).
+fn keepalive(period: Duration) -> (Duration, Duration) {
+    let interval = period.max(Duration::from_millis(100));
+    (interval, interval.max(Duration::from_secs(1)))
+}
+
 /// Runs sessions until cancelled: every message from a dispatcher goes to
 /// `events`; task status reports from `status` go to the dispatcher.
 pub async fn run(
@@ -34,21 +54,35 @@ pub async fn run(
     let mut backoff = Duration::from_millis(50);
     let mut next = 0usize;
     let mut preferred: Option<String> = None;
+    let mut period = shoal_api::DEFAULT_HEARTBEAT_PERIOD;
+    let mut failed: HashMap<String, Instant> = HashMap::new();
     while !token.is_cancelled() {
         let managers = cfg.managers.lock().expect("lock").clone();
         if managers.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        failed.retain(|_, at| at.elapsed() < AVOID_FAILED);
         let addr = match preferred.take() {
             Some(a) => a,
             None => {
-                next = (next + 1) % managers.len();
+                // The next manager in turn that did not just fail (the next
+                // one anyway if they all did).
+                let n = managers.len();
+                next = (1..=n)
+                    .map(|k| (next + k) % n)
+                    .find(|i| !failed.contains_key(&managers[*i].addr))
+                    .unwrap_or((next + 1) % n);
                 managers[next].addr.clone()
             }
         };
-        match session(&mut cfg, &addr, &events, &mut status, &token).await {
+        match session(&mut cfg, &addr, &mut period, &events, &mut status, &token).await {
             Ok(()) => backoff = Duration::from_millis(50),
+            Err(SessionEnd::Redirect(leader)) if failed.contains_key(&leader) => {
+                // The manager asked still names a leader that just failed
+                // us: it has not noticed yet. Wait, then try another.
+                tracing::debug!(%addr, %leader, "redirected to a manager that just failed");
+            }
             Err(SessionEnd::Redirect(leader)) => {
                 tracing::debug!(%addr, %leader, "not the leader; trying the leader");
                 preferred = Some(leader);
@@ -56,6 +90,7 @@ pub async fn run(
             }
             Err(SessionEnd::Failed(e)) => {
                 tracing::debug!(%addr, "session failed: {e}");
+                failed.insert(addr, Instant::now());
             }
         }
         tokio::select! {
@@ -74,12 +109,14 @@ enum SessionEnd {
 async fn session(
     cfg: &mut SessionConfig,
     addr: &str,
+    period: &mut Duration,
     events: &mpsc::UnboundedSender<DispatcherMessage>,
     status: &mut mpsc::UnboundedReceiver<Vec<TaskStatusReport>>,
     token: &CancellationToken,
 ) -> Result<(), SessionEnd> {
-    let channel =
-        connect_channel(addr, cfg.tls.clone()).map_err(|e| SessionEnd::Failed(e.to_string()))?;
+    let (ping, ping_timeout) = keepalive(*period);
+    let channel = connect_channel_with_keepalive(addr, cfg.tls.clone(), ping, ping_timeout)
+        .map_err(|e| SessionEnd::Failed(e.to_string()))?;
     let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let (out_tx, out_rx) = mpsc::channel(64);
     let description = cfg.description.borrow_and_update().clone();
@@ -90,18 +127,20 @@ async fn session(
         }))
         .await
         .map_err(|e| SessionEnd::Failed(e.to_string()))?;
-    let resp = client
-        .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
-        .await
-        .map_err(
-            |s| match s.message().strip_prefix("not the leader; leader=") {
-                Some(leader) if !leader.is_empty() => SessionEnd::Redirect(leader.to_string()),
-                _ => SessionEnd::Failed(s.message().to_string()),
-            },
-        )?;
+    let resp = tokio::time::timeout(
+        OPEN_TIMEOUT,
+        client.session(tokio_stream::wrappers::ReceiverStream::new(out_rx)),
+    )
+    .await
+    .map_err(|_| SessionEnd::Failed(format!("no answer to Hello within {OPEN_TIMEOUT:?}")))?
+    .map_err(
+        |s| match s.message().strip_prefix("not the leader; leader=") {
+            Some(leader) if !leader.is_empty() => SessionEnd::Redirect(leader.to_string()),
+            _ => SessionEnd::Failed(s.message().to_string()),
+        },
+    )?;
     let mut inbound = resp.into_inner();
-    let mut period = Duration::from_millis(500);
-    let mut beat = tokio::time::interval(period);
+    let mut beat = tokio::time::interval(*period * 2 / 3);
     tracing::info!(manager = %addr, "session established");
     loop {
         tokio::select! {
@@ -129,8 +168,8 @@ async fn session(
                     match &m {
                         DispatcherMessage::Welcome { heartbeat_ms, managers } => {
                             // Beat a little faster than the period so one late beat is not a miss.
-                            period = Duration::from_millis((*heartbeat_ms).max(50));
-                            beat = tokio::time::interval(period * 2 / 3);
+                            *period = Duration::from_millis((*heartbeat_ms).max(50));
+                            beat = tokio::time::interval(*period * 2 / 3);
                             *cfg.managers.lock().expect("lock") = managers.clone();
                         }
                         DispatcherMessage::Managers(managers) => {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! api_load load      --socket S [--clients N] [--duration SECS] [--warmup SECS] [--write KIND]
-//! api_load failover  --socket S --kill-pid PID [--write KIND]
+//! api_load failover  --socket S --kill-pid PID [--write KIND] [--freeze]
 //! api_load wait-state --socket S --node ID --kill-pid PID [--state down] [--interval-ms 20]
 //! api_load fsync     --dir D [--count 200]
 //! api_load floor     [--count 20000]
@@ -49,7 +49,7 @@
 //! then `POST /nodes/{id}/update?version=N` with a changed label; concurrent
 //! clients on one node conflict, so use it sequentially).
 
-#[path = "chain.rs"]
+#[path = "load/chain.rs"]
 mod chain;
 
 use anyhow::{anyhow, bail, Context};
@@ -129,6 +129,10 @@ enum Mode {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+        /// Send SIGSTOP instead of SIGKILL (a frozen manager: its
+        /// connections stay open and silent). The caller sends SIGCONT.
+        #[arg(long)]
+        freeze: bool,
     },
     /// Times write + fdatasync of 4 KiB blocks in a file in DIR.
     Fsync {
@@ -392,12 +396,13 @@ async fn writer(t: &Target, client: usize) -> anyhow::Result<Writer> {
 }
 
 fn kill(pid: i32) -> anyhow::Result<()> {
+    signal(pid, nix::sys::signal::Signal::SIGKILL)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
     if pid > 0 {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .with_context(|| format!("kill -9 {pid}"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .with_context(|| format!("kill -{sig} {pid}"))?;
     }
     Ok(())
 }
@@ -574,12 +579,16 @@ fn print_timeline(done_us: &[u64], step_ms: u64, wall_from: SystemTime) {
     }
 }
 
-async fn failover(t: Target, kill_pid: i32, timeout: f64) -> anyhow::Result<()> {
+async fn failover(t: Target, kill_pid: i32, timeout: f64, freeze: bool) -> anyhow::Result<()> {
     let mut w = writer(&t, 0).await?;
     let mut conn = Conn::new(&t.socket);
     conn.sender().await?;
     let t0 = Instant::now();
-    kill(kill_pid)?;
+    if freeze {
+        signal(kill_pid, nix::sys::signal::Signal::SIGSTOP)?;
+    } else {
+        kill(kill_pid)?;
+    }
     let deadline = t0 + Duration::from_secs_f64(timeout);
     let mut attempts = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -843,7 +852,8 @@ fn main() -> anyhow::Result<()> {
                 target,
                 kill_pid,
                 timeout,
-            } => failover(target, kill_pid, timeout).await,
+                freeze,
+            } => failover(target, kill_pid, timeout, freeze).await,
             Mode::WaitState {
                 socket,
                 node,
@@ -851,6 +861,7 @@ fn main() -> anyhow::Result<()> {
                 kill_pid,
                 interval_ms,
                 timeout,
+                freeze,
             } => wait_state(socket, node, state, kill_pid, interval_ms, timeout).await,
             Mode::Fsync { dir, count } => fsync_probe(&dir, count),
             Mode::Floor { count } => floor(count).await,

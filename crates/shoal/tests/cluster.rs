@@ -75,6 +75,50 @@ fn three_managers_and_two_workers_agree_and_survive_leader_loss() {
     });
 }
 
+/// A leader that freezes (SIGSTOP: like a long stall or a network cut, its
+/// connections stay open and silent) is replaced, and only it is marked
+/// down: every agent notices its silent session and finds the new leader
+/// within that leader's grace. (Every agent's session used to wait on the
+/// frozen leader for good, and the new leader marked all five nodes down.)
+#[test]
+fn a_frozen_leader_is_replaced_and_no_other_node_goes_down() {
+    let c = three_plus_two();
+    for m in 0..3 {
+        wait_for("5 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 5).then_some(())
+        });
+    }
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let frozen = c.nodes[leader].name.clone();
+    c.nodes[leader].signal(SIGSTOP);
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    let new_leader = wait_for("a new leader", T, || {
+        c.leader(other).filter(|l| *l != leader)
+    });
+    // The frozen manager is marked down once the new leader's grace is
+    // over; no other node may be, then or for the next few periods.
+    wait_for("the frozen leader marked down", T, || {
+        (c.state_of(new_leader, &frozen)? == "down").then_some(())
+    });
+    for _ in 0..15 {
+        let nodes = c.nodes[new_leader].nodes().expect("nodes");
+        for n in &nodes {
+            let name = n["Description"]["Hostname"].as_str().unwrap_or_default();
+            if name != frozen {
+                assert_eq!(
+                    n["Status"]["State"], "ready",
+                    "{name} must stay ready while only {frozen} is frozen"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.nodes[leader].signal(SIGCONT);
+    wait_for("all 5 ready again", T, || {
+        (ready_count(&c, new_leader)? == 5).then_some(())
+    });
+}
+
 #[test]
 fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
     let mut c = Cluster::new();

@@ -126,3 +126,22 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, TlsError> {
 pub fn connect_channel(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, TlsError> {
     Ok(endpoint(addr)?.connect_with_connector_lazy(TlsConnector::new(config)))
 }
+
+/// Like [`connect_channel`], for a long-lived call that must notice a peer
+/// gone silent: HTTP/2 PINGs go out after `interval` without traffic, and the
+/// connection is closed (every call on it fails) when one is not answered
+/// within `timeout`. A process that is frozen, or cut off by the network,
+/// keeps its TCP connections open and says nothing; without this, a call
+/// waiting on it waits forever.
+pub fn connect_channel_with_keepalive(
+    addr: &str,
+    config: Arc<ClientConfig>,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<Channel, TlsError> {
+    Ok(endpoint(addr)?
+        .http2_keep_alive_interval(interval)
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(TlsConnector::new(config)))
+}

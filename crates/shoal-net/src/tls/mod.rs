@@ -38,7 +38,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-pub use connector::{connect_channel, endpoint, TlsConnector, CONNECT_TIMEOUT, SERVER_NAME};
+pub use connector::{
+    connect_channel, connect_channel_with_keepalive, endpoint, TlsConnector, CONNECT_TIMEOUT,
+    SERVER_NAME,
+};
 pub use incoming::{PeerInfo, TlsConn, TlsIncoming, HANDSHAKE_TIMEOUT};
 pub use reload::ReloadableCert;
 pub use verify::{ChainCapture, NodeServerVerifier};
