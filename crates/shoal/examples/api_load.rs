@@ -861,7 +861,6 @@ fn main() -> anyhow::Result<()> {
                 kill_pid,
                 interval_ms,
                 timeout,
-                freeze,
             } => wait_state(socket, node, state, kill_pid, interval_ms, timeout).await,
             Mode::Fsync { dir, count } => fsync_probe(&dir, count),
             Mode::Floor { count } => floor(count).await,
