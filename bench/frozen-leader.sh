@@ -58,6 +58,7 @@ for ((r = 1; r <= RUNS; r++)); do
   [[ $down != - ]] && D+=("$down")
   [[ -n $others ]] && bad=$((bad + 1))
   printf '%-4s %-7s %-5s %15s %15s  %-22s %s\n' "$r" "$L" "$S" "$ms ms" "$down ms" "${others:- none}" "$la"
+  grep '^  failed attempt' <<<"$out" | sed 's/^/     /'
   wait_healthy 60
 done
 echo "median stop -> first accepted write: $(median "${W[@]}") ms; stop -> frozen manager down: $(median "${D[@]:-0}") ms ($((${#D[@]})) of $RUNS runs); runs where another node was marked down: $bad of $RUNS; load now $(load_avg)"

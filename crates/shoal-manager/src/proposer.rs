@@ -209,9 +209,10 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                 Err(e) => return Err(WriteError::Raft(e.to_string())),
             },
-            Some(_) => {
+            Some(l) => {
                 if let Some(addr) = leader_addr {
-                    match forward(peers, &addr, &batch).await {
+                    let moved = leader_moves(raft.clone(), l);
+                    match forward(peers, &addr, &batch, moved).await {
                         Ok(r) => return Ok(r),
                         Err(Forward::Retry) => {}
                         Err(Forward::Failed(e)) => return Err(e),
@@ -233,12 +234,40 @@ enum Forward {
     Failed(WriteError),
 }
 
-async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult, Forward> {
+/// Resolves once this manager sees a leader other than `from`, or none: a
+/// leader that froze, or was cut off, keeps its connections open and never
+/// answers, and the rest of the cluster elects another meanwhile.
+async fn leader_moves(raft: Raft, from: u64) {
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(from) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Forwards `batch` to the leader at `addr`; gives up on it (to retry with
+/// whoever leads now; each command ID is applied once) when `moved` resolves.
+async fn forward(
+    peers: &Peers,
+    addr: &str,
+    batch: &Batch,
+    moved: impl std::future::Future<Output = ()>,
+) -> Result<BatchResult, Forward> {
+    tokio::pin!(moved);
     if peers.serves_stream(addr) {
         let mut client = peers.take_stream(addr);
         let mut req = frame::start(frame::PROPOSE, 256);
         serde_json::to_writer(&mut req, batch).expect("serializable");
-        let answer = tokio::time::timeout(WRITE_TIMEOUT, client.call(&mut req)).await;
+        let answer = tokio::select! {
+            a = tokio::time::timeout(WRITE_TIMEOUT, client.call(&mut req)) => a,
+            // The connection is dropped with the client: an answer that
+            // comes later must not be read as the answer to another call.
+            () = &mut moved => return Err(Forward::Retry),
+        };
         match answer {
             Ok(Ok(frame::OK)) => {
                 let r = serde_json::from_slice(client.reply()).map_err(|e| {
@@ -276,7 +305,11 @@ async fn forward(peers: &Peers, addr: &str, batch: &Batch) -> Result<BatchResult
     let mut client = ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let mut req = tonic::Request::new(msg(batch));
     req.set_timeout(WRITE_TIMEOUT);
-    match client.propose(req).await {
+    let answer = tokio::select! {
+        a = client.propose(req) => a,
+        () = &mut moved => return Err(Forward::Retry),
+    };
+    match answer {
         Ok(resp) => serde_json::from_slice(&resp.into_inner().json).map_err(|e| {
             Forward::Failed(WriteError::Unknown(format!("bad reply from leader: {e}")))
         }),

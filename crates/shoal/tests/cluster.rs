@@ -90,8 +90,30 @@ fn a_frozen_leader_is_replaced_and_no_other_node_goes_down() {
     }
     let leader = wait_for("a leader", T, || c.leader(0));
     let frozen = c.nodes[leader].name.clone();
-    c.nodes[leader].signal(SIGSTOP);
     let other = (0..3).find(|i| *i != leader).unwrap();
+    // A write through a follower opens its forwarding connection to the
+    // leader...
+    let config = |name: &str| format!(r#"{{"Name":"{name}","Data":"eA=="}}"#);
+    let (status, body) = api(
+        &c.nodes[other],
+        "POST",
+        "/configs/create",
+        Some(&config("before")),
+    );
+    assert_eq!(status, 201, "{body}");
+    c.nodes[leader].signal(SIGSTOP);
+    // ...on which the next one must not wait for the frozen leader: it goes
+    // to the new leader once there is one (it used to wait 15 s and fail).
+    let (status, body) = api(
+        &c.nodes[other],
+        "POST",
+        "/configs/create",
+        Some(&config("during")),
+    );
+    assert_eq!(
+        status, 201,
+        "a write through a follower while the leader is frozen: {body}"
+    );
     let new_leader = wait_for("a new leader", T, || {
         c.leader(other).filter(|l| *l != leader)
     });
