@@ -212,12 +212,14 @@ impl Manager {
             }
             Bootstrap::Member => {}
         }
-        if quiet {
-            tokio::spawn(catch_up_before_campaigning(
-                raft.clone(),
-                contact,
-                token.clone(),
-            ));
+        {
+            let (raft, token) = (raft.clone(), token.clone());
+            tokio::spawn(async move {
+                if quiet {
+                    catch_up_before_campaigning(raft.clone(), contact.clone(), token.clone()).await;
+                }
+                campaign_only_after_running_silence(raft, contact, token).await;
+            });
         }
         tokio::spawn(snapshot_policy(
             manager.raft.clone(),
@@ -529,6 +531,68 @@ async fn catch_up_before_campaigning(
         after_ms = started.elapsed().as_millis() as u64,
         "standing for election allowed"
     );
+}
+
+/// How long a follower must have heard nothing from the leader, while it
+/// was running, before it may stand for election (openraft's own timeout,
+/// 150–300 ms, still decides when; this only lets it).
+const SILENCE_TO_CAMPAIGN: Duration = Duration::from_millis(150);
+/// A tick of the guard this late means this process did not run meanwhile
+/// (SIGSTOP, a paused VM, a host too busy to schedule it).
+const STALL: Duration = Duration::from_millis(200);
+const GUARD_TICK: Duration = Duration::from_millis(20);
+
+/// openraft 0.9 has no pre-vote, and a follower whose own process stalled
+/// (frozen, a paused VM) finds, when it runs again, that it has heard
+/// nothing from the leader for as long as it was stalled: its election
+/// timer fires before it reads the heartbeats waiting on its sockets, it
+/// stands for a new term, and its answers depose a healthy leader (a 3 s
+/// SIGSTOP of a follower did, every time). So a follower that hears from the
+/// leader keeps elections off, and turns them on only once it has run for
+/// [`SILENCE_TO_CAMPAIGN`] without a word from the leader; a stall restarts
+/// that count. A manager that never heard from a leader (one alone, or all
+/// restarted) and the leader itself are left as they are.
+async fn campaign_only_after_running_silence(
+    raft: Raft,
+    contact: Arc<LeaderContact>,
+    token: CancellationToken,
+) {
+    let mut last_tick = tokio::time::Instant::now();
+    let mut running_since = last_tick;
+    let mut elect: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(GUARD_TICK) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let gap = now - last_tick;
+        last_tick = now;
+        if gap >= STALL {
+            running_since = now;
+            tracing::info!(
+                stalled_ms = gap.as_millis() as u64,
+                "this manager did not run for a while: it will not stand for election before \
+                 hearing from the leader or running without a word from it"
+            );
+        }
+        let leading = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        let Some(quiet) = contact.quiet_for() else {
+            continue;
+        };
+        if leading {
+            continue;
+        }
+        let want = quiet.min(now - running_since) >= SILENCE_TO_CAMPAIGN;
+        if elect != Some(want) {
+            raft.runtime_config().elect(want);
+            elect = Some(want);
+        }
+    }
 }
 
 /// openraft 0.9 restarts a manager that was leader as leader of the same

@@ -141,6 +141,37 @@ fn a_frozen_leader_is_replaced_and_no_other_node_goes_down() {
     });
 }
 
+/// A follower that stalls (SIGSTOP) for longer than the election timeout
+/// does not depose the leader when it runs again: it hears the leader before
+/// it may stand for election. (It used to: its timer fired first, it stood
+/// for a new term, and its answers deposed the leader; openraft 0.9 has no
+/// pre-vote.)
+#[test]
+fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
+    let mut c = Cluster::new();
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    for m in 0..3 {
+        wait_for("3 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 3).then_some(())
+        });
+    }
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    for _ in 0..2 {
+        c.nodes[follower].signal(SIGSTOP);
+        std::thread::sleep(Duration::from_millis(2000));
+        c.nodes[follower].signal(SIGCONT);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(c.leader(follower), Some(leader));
+    assert!(
+        !c.nodes[leader].log().contains("lost leadership"),
+        "the leader was deposed when the follower came back"
+    );
+}
+
 #[test]
 fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
     let mut c = Cluster::new();
