@@ -7,11 +7,16 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-fn three_plus_two() -> Cluster {
+fn three_managers() -> Cluster {
     let mut c = Cluster::new();
     c.init("m1", &[]);
     c.join("m2", "manager", 0);
     c.join("m3", "manager", 0);
+    c
+}
+
+fn three_plus_two() -> Cluster {
+    let mut c = three_managers();
     c.join("w1", "worker", 0);
     c.join("w2", "worker", 1);
     c
@@ -148,10 +153,7 @@ fn a_frozen_leader_is_replaced_and_no_other_node_goes_down() {
 /// pre-vote.)
 #[test]
 fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
-    let mut c = Cluster::new();
-    c.init("m1", &[]);
-    c.join("m2", "manager", 0);
-    c.join("m3", "manager", 0);
+    let c = three_managers();
     for m in 0..3 {
         wait_for("3 ready nodes on every manager", T, || {
             (ready_count(&c, m)? == 3).then_some(())
@@ -174,10 +176,7 @@ fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
 
 #[test]
 fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
-    let mut c = Cluster::new();
-    c.init("m1", &[]);
-    c.join("m2", "manager", 0);
-    c.join("m3", "manager", 0);
+    let mut c = three_managers();
     c.join("w1", "worker", 0);
     wait_for("4 ready", T, || (ready_count(&c, 0)? == 4).then_some(()));
     c.nodes[0].ok(&["node", "update", "--label-add", "zone=a", "w1"]);
@@ -389,10 +388,7 @@ fn promote_and_demote_round_trip() {
 
 #[test]
 fn force_new_cluster_recovers_from_losing_two_of_three_managers() {
-    let mut c = Cluster::new();
-    c.init("m1", &[]);
-    c.join("m2", "manager", 0);
-    c.join("m3", "manager", 0);
+    let mut c = three_managers();
     c.join("w1", "worker", 0);
     wait_for("4 ready", T, || (ready_count(&c, 0)? == 4).then_some(()));
     c.nodes[0].ok(&["node", "update", "--label-add", "keep=me", "w1"]);
