@@ -81,6 +81,15 @@ impl LeaderContact {
     }
 }
 
+/// A manager's answer to [`shoal_net::frame::LEADER_SEEN`].
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct LeaderSeen {
+    /// It is the leader.
+    pub leading: bool,
+    /// Milliseconds since a leader's last request reached it (None: none ever did).
+    pub quiet_ms: Option<u64>,
+}
+
 /// The verified identity of the caller, which must belong to this cluster.
 pub fn caller<T>(req: &Request<T>, cluster_id: &str) -> Result<NodeIdentity, Status> {
     identity_in(
@@ -105,6 +114,19 @@ fn identity_in(identity: Option<&NodeIdentity>, cluster_id: &str) -> Result<Node
 }
 
 impl Services {
+    /// What this manager knows of the leader, for a follower's pre-vote.
+    pub fn leader_seen(&self) -> LeaderSeen {
+        let leading = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        LeaderSeen {
+            leading,
+            quiet_ms: self.contact.quiet_for().map(|q| q.as_millis() as u64),
+        }
+    }
+
     /// Hands an AppendEntries to Raft, noting the commit index it carries.
     pub async fn append_entries(
         &self,

@@ -10,6 +10,7 @@ use crate::{membership, orchestrator, writes};
 use openraft::storage::RaftLogStorage;
 use openraft::{EntryPayload, LeaderId, LogId, Membership, ServerState};
 use shoal_api::{Node, Timestamp};
+use shoal_net::frame;
 use shoal_store::{ClusterRecord, Entry, Expect, Member, Object, Raft, Shared, Vote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -213,12 +214,12 @@ impl Manager {
             Bootstrap::Member => {}
         }
         {
-            let (raft, token) = (raft.clone(), token.clone());
+            let (raft, token, peers) = (raft.clone(), token.clone(), cfg.peers.clone());
             tokio::spawn(async move {
                 if quiet {
                     catch_up_before_campaigning(raft.clone(), contact.clone(), token.clone()).await;
                 }
-                campaign_only_after_running_silence(raft, contact, token).await;
+                campaign_only_after_running_silence(raft, contact, peers, token).await;
             });
         }
         tokio::spawn(snapshot_policy(
@@ -541,24 +542,42 @@ const SILENCE_TO_CAMPAIGN: Duration = Duration::from_millis(150);
 /// (SIGSTOP, a paused VM, a host too busy to schedule it).
 const STALL: Duration = Duration::from_millis(200);
 const GUARD_TICK: Duration = Duration::from_millis(20);
+/// A voter asked in a pre-vote agrees the leader is gone if it has heard
+/// nothing from it for this long (less than [`SILENCE_TO_CAMPAIGN`]: the
+/// voters' clocks on the leader's last heartbeat differ by up to a period)...
+const PRE_VOTE_QUIET: Duration = Duration::from_millis(100);
+/// ...and it must answer within this.
+const PRE_VOTE_WAIT: Duration = Duration::from_millis(300);
+/// Pre-vote rounds are this far apart at least while they fail.
+const PRE_VOTE_EVERY: Duration = Duration::from_millis(100);
 
-/// openraft 0.9 has no pre-vote, and a follower whose own process stalled
-/// (frozen, a paused VM) finds, when it runs again, that it has heard
-/// nothing from the leader for as long as it was stalled: its election
-/// timer fires before it reads the heartbeats waiting on its sockets, it
-/// stands for a new term, and its answers depose a healthy leader (a 3 s
-/// SIGSTOP of a follower did, every time). So a follower that hears from the
-/// leader keeps elections off, and turns them on only once it has run for
-/// [`SILENCE_TO_CAMPAIGN`] without a word from the leader; a stall restarts
-/// that count. A manager that never heard from a leader (one alone, or all
-/// restarted) and the leader itself are left as they are.
+/// openraft 0.9 has no pre-vote, so a follower that times out stands for a
+/// new term at once, and its answers carrying that term depose the leader
+/// even when the leader is fine:
+/// - a follower whose own process stalled (frozen, a paused VM) times out as
+///   it resumes, before it reads the heartbeats waiting on its sockets (a
+///   3 s SIGSTOP of a follower deposed the leader every time);
+/// - a follower cut off from the leader by the network, fully or one way,
+///   stands again and again, and deposes the leader once its requests get
+///   through.
+///
+/// So a follower that hears from the leader keeps elections off. It turns
+/// them on only once it has *run* for [`SILENCE_TO_CAMPAIGN`] without a word
+/// from the leader (a stall restarts that count), and a majority of the
+/// voters, itself included, say they have not heard from a leader lately
+/// either: a pre-vote round over the Raft stream ([`frame::LEADER_SEEN`]).
+/// An older manager that does not know the request counts as agreeing. A
+/// manager that never heard from a leader (one alone, or all restarted) and
+/// the leader itself are left as they are.
 async fn campaign_only_after_running_silence(
     raft: Raft,
     contact: Arc<LeaderContact>,
+    peers: Arc<Peers>,
     token: CancellationToken,
 ) {
     let mut last_tick = tokio::time::Instant::now();
     let mut running_since = last_tick;
+    let mut next_round = last_tick;
     let mut elect: Option<bool> = None;
     loop {
         tokio::select! {
@@ -587,11 +606,92 @@ async fn campaign_only_after_running_silence(
         if leading {
             continue;
         }
-        let want = quiet.min(now - running_since) >= SILENCE_TO_CAMPAIGN;
+        let silent = quiet.min(now - running_since) >= SILENCE_TO_CAMPAIGN;
+        let want = if !silent {
+            false
+        } else if elect == Some(true) {
+            true
+        } else if now < next_round {
+            continue;
+        } else {
+            next_round = now + PRE_VOTE_EVERY;
+            let agreed = majority_heard_no_leader(&raft, &peers).await;
+            // The round's own wait is not a stall.
+            last_tick = tokio::time::Instant::now();
+            if !agreed {
+                tracing::debug!("pre-vote: most voters still hear from a leader");
+            }
+            agreed
+        };
         if elect != Some(want) {
             raft.runtime_config().elect(want);
             elect = Some(want);
         }
+    }
+}
+
+/// The pre-vote round: whether a majority of the voters, this manager
+/// included, have not heard from a leader for [`PRE_VOTE_QUIET`].
+async fn majority_heard_no_leader(raft: &Raft, peers: &Arc<Peers>) -> bool {
+    let (me, voters) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<(u64, Option<String>)> = membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone())))
+            .collect();
+        (m.id, voters)
+    };
+    let majority = voters.len() / 2 + 1;
+    let mut asks = tokio::task::JoinSet::new();
+    for (_, addr) in voters.into_iter().filter(|(id, _)| *id != me) {
+        let Some(addr) = addr else { continue };
+        let peers = peers.clone();
+        asks.spawn(async move { heard_no_leader(&peers, &addr).await });
+    }
+    let mut agree = 1;
+    while let Some(r) = asks.join_next().await {
+        if r.unwrap_or(false) {
+            agree += 1;
+            if agree >= majority {
+                break;
+            }
+        }
+    }
+    agree >= majority
+}
+
+/// Asks the manager at `addr` whether it has heard from a leader lately;
+/// true if it has not (or is too old to know the question), false if it has,
+/// leads, or does not answer in time.
+async fn heard_no_leader(peers: &Peers, addr: &str) -> bool {
+    if !peers.serves_stream(addr) {
+        return true;
+    }
+    let mut client = peers.take_stream(addr);
+    let mut req = frame::start(frame::LEADER_SEEN, 0);
+    let answer = tokio::time::timeout(PRE_VOTE_WAIT, client.call(&mut req)).await;
+    match answer {
+        Ok(Ok(frame::OK)) => {
+            let seen: Option<crate::grpc::LeaderSeen> = serde_json::from_slice(client.reply()).ok();
+            peers.put_stream(client);
+            seen.is_some_and(|s| {
+                !s.leading
+                    && s.quiet_ms
+                        .is_none_or(|q| q >= PRE_VOTE_QUIET.as_millis() as u64)
+            })
+        }
+        Ok(Ok(frame::REFUSED)) => {
+            let older = String::from_utf8_lossy(client.reply()).contains("unknown request type");
+            peers.put_stream(client);
+            older
+        }
+        Ok(Err(crate::raft_stream::StreamError::NotServed)) => {
+            peers.stream_not_served(addr);
+            true
+        }
+        _ => false,
     }
 }
 

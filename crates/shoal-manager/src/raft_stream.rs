@@ -123,6 +123,10 @@ async fn answer(
                 Err(e) => Err((frame::RETRY, e.to_string())),
             }
         }
+        frame::LEADER_SEEN => {
+            peer.map_err(refused)?;
+            Ok(serde_json::to_vec(&services.leader_seen()).expect("serializable"))
+        }
         other => Err((frame::REFUSED, format!("unknown request type {other}"))),
     }
 }

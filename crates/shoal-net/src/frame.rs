@@ -22,6 +22,10 @@ pub const MAX_FRAME: usize = 256 << 20;
 pub const APPEND_ENTRIES: u8 = 1;
 /// Request: a batch of writes a follower forwards to the leader, as JSON.
 pub const PROPOSE: u8 = 3;
+/// Request: has the callee heard from a leader lately? (A follower asks the
+/// other voters before it stands for election.) Empty body; the answer is a
+/// JSON `LeaderSeen`.
+pub const LEADER_SEEN: u8 = 5;
 /// Response: the result as JSON.
 pub const OK: u8 = 0;
 /// Response: the call was refused; the body says why (UTF-8).

@@ -174,6 +174,64 @@ fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
     );
 }
 
+/// Drops every TCP packet to a port while it lives (an iptables rule).
+struct DropTo(String);
+
+impl DropTo {
+    /// None if iptables cannot be used here (not root, not installed).
+    fn port(port: &str) -> Option<DropTo> {
+        let ok = std::process::Command::new("iptables")
+            .args(["-I", "INPUT", "-p", "tcp", "--dport", port, "-j", "DROP"])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| DropTo(port.to_string()))
+    }
+}
+
+impl Drop for DropTo {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .args(["-D", "INPUT", "-p", "tcp", "--dport", &self.0, "-j", "DROP"])
+            .status();
+    }
+}
+
+/// A follower cut off from the leader does not depose it. Here nothing
+/// reaches the follower's node-to-node port, so it hears no heartbeat,
+/// while its own requests still get through: it would stand for a new
+/// term, and its vote requests would depose the leader. Its pre-vote round
+/// stops it: the third manager still hears the leader. (Before the
+/// pre-vote, the leader was deposed within a second.)
+#[test]
+fn a_follower_cut_off_from_the_leader_does_not_depose_it() {
+    let c = three_managers();
+    for m in 0..3 {
+        wait_for("3 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 3).then_some(())
+        });
+    }
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let port = c.nodes[follower]
+        .addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let Some(cut) = DropTo::port(&port) else {
+        eprintln!("skipped: iptables is not usable here (CI installs it and runs as root)");
+        return;
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    drop(cut);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.leader(leader), Some(leader));
+    assert!(
+        !c.nodes[leader].log().contains("lost leadership"),
+        "the leader was deposed by a follower that could not hear it"
+    );
+}
+
 #[test]
 fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
     let mut c = three_managers();
