@@ -15,6 +15,20 @@ fn three_managers() -> Cluster {
     c
 }
 
+/// Three managers, ready on every one of them; the leader's index and a
+/// follower's.
+fn three_managers_ready() -> (Cluster, usize, usize) {
+    let c = three_managers();
+    for m in 0..3 {
+        wait_for("3 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 3).then_some(())
+        });
+    }
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    (c, leader, follower)
+}
+
 fn three_plus_two() -> Cluster {
     let mut c = three_managers();
     c.join("w1", "worker", 0);
@@ -153,14 +167,7 @@ fn a_frozen_leader_is_replaced_and_no_other_node_goes_down() {
 /// pre-vote.)
 #[test]
 fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
-    let c = three_managers();
-    for m in 0..3 {
-        wait_for("3 ready nodes on every manager", T, || {
-            (ready_count(&c, m)? == 3).then_some(())
-        });
-    }
-    let leader = wait_for("a leader", T, || c.leader(0));
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (c, leader, follower) = three_managers_ready();
     for _ in 0..2 {
         c.nodes[follower].signal(SIGSTOP);
         std::thread::sleep(Duration::from_millis(2000));
@@ -204,14 +211,7 @@ impl Drop for DropTo {
 /// pre-vote, the leader was deposed within a second.)
 #[test]
 fn a_follower_cut_off_from_the_leader_does_not_depose_it() {
-    let c = three_managers();
-    for m in 0..3 {
-        wait_for("3 ready nodes on every manager", T, || {
-            (ready_count(&c, m)? == 3).then_some(())
-        });
-    }
-    let leader = wait_for("a leader", T, || c.leader(0));
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (c, leader, follower) = three_managers_ready();
     let port = c.nodes[follower]
         .addr
         .rsplit(':')
