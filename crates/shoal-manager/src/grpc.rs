@@ -116,13 +116,8 @@ fn identity_in(identity: Option<&NodeIdentity>, cluster_id: &str) -> Result<Node
 impl Services {
     /// What this manager knows of the leader, for a follower's pre-vote.
     pub fn leader_seen(&self) -> LeaderSeen {
-        let leading = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.current_leader == Some(m.id)
-        };
         LeaderSeen {
-            leading,
+            leading: crate::manager::leads(&self.raft),
             quiet_ms: self.contact.quiet_for().map(|q| q.as_millis() as u64),
         }
     }

@@ -246,8 +246,7 @@ impl Manager {
 
     /// Whether this manager is the Raft leader.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.current_leader == Some(m.id) && m.state == ServerState::Leader
+        leads(&self.raft)
     }
 
     /// The leader's node ID, if known.
@@ -534,6 +533,13 @@ async fn catch_up_before_campaigning(
     );
 }
 
+/// Whether this manager is the Raft leader.
+pub(crate) fn leads(raft: &Raft) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.current_leader == Some(m.id) && m.state == ServerState::Leader
+}
+
 /// How long a follower must have heard nothing from the leader, while it
 /// was running, before it may stand for election (openraft's own timeout,
 /// 150–300 ms, still decides when; this only lets it).
@@ -595,15 +601,10 @@ async fn campaign_only_after_running_silence(
                  hearing from the leader or running without a word from it"
             );
         }
-        let leading = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.current_leader == Some(m.id)
-        };
         let Some(quiet) = contact.quiet_for() else {
             continue;
         };
-        if leading {
+        if leads(&raft) {
             continue;
         }
         let silent = quiet.min(now - running_since) >= SILENCE_TO_CAMPAIGN;
