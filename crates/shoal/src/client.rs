@@ -51,6 +51,10 @@ impl Response {
         serde_json::from_slice(&self.body).context("the daemon sent malformed JSON")
     }
 
+    fn body_has(&self, text: &str) -> bool {
+        String::from_utf8_lossy(&self.body).contains(text)
+    }
+
     /// Fails with the daemon's `{"message"}` for non-2xx statuses.
     pub fn ok(&self) -> anyhow::Result<()> {
         if (200..300).contains(&self.status) {
@@ -172,6 +176,32 @@ impl Client {
     /// GET and decode JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call("GET", path, None).await?.json()
+    }
+
+    /// Reads the object at `get`, lets `change` edit it and name the write (path
+    /// and body, the path carrying the version read), and sends that write. A
+    /// write that lost a race with another writer ("update out of sequence": the
+    /// cluster bumps a node's version when its status changes, a service's when
+    /// an update progresses) reads the object again and redoes the change, up to
+    /// `RACES` times, so one command is one change made on the current object.
+    pub async fn update_versioned<T: DeserializeOwned>(
+        &self,
+        get: &str,
+        mut change: impl FnMut(&mut T) -> anyhow::Result<(String, serde_json::Value)>,
+    ) -> anyhow::Result<T> {
+        const RACES: usize = 8;
+        let mut raced = 0;
+        loop {
+            let mut obj: T = self.get(get).await?;
+            let (path, body) = change(&mut obj)?;
+            let r = self.call("POST", &path, Some(body)).await?;
+            if r.status == 409 && raced < RACES && r.body_has("update out of sequence") {
+                raced += 1;
+                continue;
+            }
+            r.ok()?;
+            return Ok(obj);
+        }
     }
 }
 

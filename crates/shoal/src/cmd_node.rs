@@ -258,20 +258,17 @@ fn parse_role(r: &str) -> anyhow::Result<NodeRole> {
 async fn update(
     c: &Client,
     node: &str,
-    f: impl FnOnce(&mut Node) -> anyhow::Result<()>,
+    mut f: impl FnMut(&mut Node) -> anyhow::Result<()>,
 ) -> anyhow::Result<Node> {
     let id = resolve_arg(c, node).await?;
-    let mut n: Node = c.get(&format!("/nodes/{}", enc(&id))).await?;
-    f(&mut n)?;
-    let body = serde_json::to_value(&n.spec)?;
-    c.call(
-        "POST",
-        &format!("/nodes/{}/update?version={}", n.id, n.version.index),
-        Some(body),
-    )
-    .await?
-    .ok()?;
-    Ok(n)
+    c.update_versioned(&format!("/nodes/{}", enc(&id)), |n: &mut Node| {
+        f(n)?;
+        Ok((
+            format!("/nodes/{}/update?version={}", n.id, n.version.index),
+            serde_json::to_value(&n.spec)?,
+        ))
+    })
+    .await
 }
 
 async fn change_roles(c: &Client, nodes: Vec<String>, role: NodeRole) -> anyhow::Result<()> {

@@ -789,23 +789,24 @@ async fn rollback_service(c: &Client, service: &str, detach: bool) -> anyhow::Re
 async fn update_service(
     c: &Client,
     service: &str,
-    f: impl FnOnce(&mut ServiceSpec) -> anyhow::Result<()>,
+    mut f: impl FnMut(&mut ServiceSpec) -> anyhow::Result<()>,
     rollback: bool,
 ) -> anyhow::Result<Service> {
-    let mut svc: Service = c.get(&format!("/services/{}", enc(service))).await?;
-    f(&mut svc.spec)?;
     let q = if rollback { "&rollback=previous" } else { "" };
-    c.call(
-        "POST",
-        &format!(
-            "/services/{}/update?version={}{q}",
-            svc.id, svc.version.index
-        ),
-        Some(serde_json::to_value(&svc.spec)?),
+    c.update_versioned(
+        &format!("/services/{}", enc(service)),
+        |svc: &mut Service| {
+            f(&mut svc.spec)?;
+            Ok((
+                format!(
+                    "/services/{}/update?version={}{q}",
+                    svc.id, svc.version.index
+                ),
+                serde_json::to_value(&svc.spec)?,
+            ))
+        },
     )
-    .await?
-    .ok()?;
-    Ok(svc)
+    .await
 }
 
 /// What `service ls`/`ps` show in the IMAGE column.

@@ -39,18 +39,19 @@ pub enum SwarmCmd {
     },
 }
 
-async fn swarm_update(c: &Client, query: &str, f: impl FnOnce(&mut Value)) -> anyhow::Result<()> {
-    let sw: Value = c.get("/swarm").await?;
-    let version = sw["Version"]["Index"].as_u64().unwrap_or(0);
-    let mut spec = sw["Spec"].clone();
-    f(&mut spec);
-    c.call(
-        "POST",
-        &format!("/swarm/update?version={version}{query}"),
-        Some(spec),
-    )
-    .await?
-    .ok()
+async fn swarm_update(
+    c: &Client,
+    query: &str,
+    mut f: impl FnMut(&mut Value),
+) -> anyhow::Result<()> {
+    c.update_versioned("/swarm", |sw: &mut Value| {
+        let version = sw["Version"]["Index"].as_u64().unwrap_or(0);
+        let mut spec = sw["Spec"].clone();
+        f(&mut spec);
+        Ok((format!("/swarm/update?version={version}{query}"), spec))
+    })
+    .await
+    .map(drop)
 }
 
 /// Runs a swarm command.

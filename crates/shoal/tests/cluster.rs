@@ -442,6 +442,21 @@ fn promote_and_demote_round_trip() {
     wait_for("w1 ready as a worker", T, || {
         (c.state_of(0, "w1")? == "ready").then_some(())
     });
+
+    // Writers racing on one node: each command reads the node, changes it and
+    // writes it back with the version it read. The losers of a race are told
+    // "update out of sequence" by the store and redo their change on the new
+    // version, so every command succeeds and no change is lost.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let d = &c.nodes[0];
+            s.spawn(move || d.ok(&["node", "update", "--label-add", &format!("race{i}=x"), "w1"]));
+        }
+    });
+    let labels = c.nodes[0].ok(&["node", "inspect", "w1"]);
+    for i in 0..4 {
+        assert!(labels.contains(&format!("race{i}")), "{labels}");
+    }
 }
 
 #[test]
