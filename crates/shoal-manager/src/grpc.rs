@@ -4,9 +4,8 @@
 
 use crate::ca;
 use crate::dispatcher::Dispatcher;
-use crate::proposer::Proposer;
+use crate::proposer::{LeadWrite, Proposer};
 use futures::Stream;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use shoal_api::NodeRole;
@@ -283,12 +282,10 @@ impl Cluster for Services {
     async fn propose(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.require_manager(&req)?;
         let batch: Batch = parse(req.get_ref())?;
-        match self.raft.client_write(batch).await {
-            Ok(resp) => reply(&resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition("not the leader"))
-            }
-            Err(e) => Err(Status::unavailable(e.to_string())),
+        match self.proposer.write_as_leader(batch).await {
+            Ok(r) => reply(&r),
+            Err(e @ LeadWrite::NotLeader) => Err(Status::failed_precondition(e.message())),
+            Err(e) => Err(Status::unavailable(e.message())),
         }
     }
 

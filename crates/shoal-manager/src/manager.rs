@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How a manager starts.
@@ -70,6 +70,8 @@ pub struct Manager {
     /// Channels to other managers.
     pub peers: Arc<Peers>,
     read_index: Arc<Mutex<ReadIndexQueue>>,
+    /// True while this manager leads without a quorum ([`check_quorum`]).
+    no_quorum: watch::Receiver<bool>,
     token: CancellationToken,
     /// The durable files, to re-key them.
     log: shoal_store::LogStore,
@@ -169,7 +171,8 @@ impl Manager {
             raft.runtime_config().elect(true);
         }
         let contact = Arc::new(LeaderContact::default());
-        let proposer = Proposer::start(raft.clone(), cfg.peers.clone());
+        let (no_quorum_tx, no_quorum) = watch::channel(false);
+        let proposer = Proposer::start(raft.clone(), cfg.peers.clone(), no_quorum.clone());
         let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
         let token = CancellationToken::new();
         let manager = Arc::new(Manager {
@@ -182,6 +185,7 @@ impl Manager {
             node_peers: cfg.node_peers.clone(),
             peers: cfg.peers.clone(),
             read_index: Default::default(),
+            no_quorum,
             token: token.clone(),
             log: log_files,
             snapshots,
@@ -228,6 +232,7 @@ impl Manager {
             manager.snapshots.clone(),
             token.clone(),
         ));
+        tokio::spawn(check_quorum(raft.clone(), no_quorum_tx, token.clone()));
         tokio::spawn(watch_leadership(manager.clone(), token));
         Ok(manager)
     }
@@ -244,15 +249,19 @@ impl Manager {
         }
     }
 
-    /// Whether this manager is the Raft leader.
+    /// Whether this manager is the Raft leader, acknowledged by a quorum.
     pub fn is_leader(&self) -> bool {
-        leads(&self.raft)
+        leads(&self.raft) && !*self.no_quorum.borrow()
     }
 
-    /// The leader's node ID, if known.
+    /// The leader's node ID, if known (not this manager's while it leads
+    /// without a quorum).
     pub fn leader_node_id(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         let l = m.current_leader?;
+        if l == m.id && *self.no_quorum.borrow() {
+            return None;
+        }
         m.membership_config
             .membership()
             .get_node(&l)
@@ -341,20 +350,29 @@ impl Manager {
 
 /// Starts and stops the leader-only components as leadership comes and goes.
 async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
-    let mut metrics = m.raft.metrics();
+    // The server metrics change with leadership and membership only (the
+    // full metrics change several times per write).
+    let mut server = m.raft.server_metrics();
+    let mut no_quorum = m.no_quorum.clone();
     let mut leading: Option<CancellationToken> = None;
     loop {
-        let is_leader = m.is_leader();
-        {
-            let mm = m.raft.metrics().borrow().clone();
-            let addr = mm.current_leader.and_then(|l| {
-                mm.membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| n.addr.clone())
-            });
+        let (leads_raft, is_leader) = {
+            let sm = server.borrow_and_update();
+            let lost = *no_quorum.borrow_and_update();
+            let leads = sm.state == ServerState::Leader && sm.current_leader == Some(sm.id);
+            // A leader without a quorum sends agents to no one.
+            let addr = sm
+                .current_leader
+                .filter(|l| !(*l == sm.id && lost))
+                .and_then(|l| {
+                    sm.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
             *m.dispatcher.leader_addr.lock().expect("lock") = addr;
-        }
+            (leads, leads && !lost)
+        };
         // Leader components start only once a quorum confirms the
         // leadership (a leader cut off from the others may not know yet).
         let confirmed = is_leader
@@ -378,7 +396,11 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
                 leading = Some(t);
             }
             (false, true) => {
-                tracing::info!(node = %m.node_id, "lost leadership: stopping leader components");
+                if leads_raft {
+                    tracing::warn!(node = %m.node_id, "leading without a quorum: stopping leader components");
+                } else {
+                    tracing::info!(node = %m.node_id, "lost leadership: stopping leader components");
+                }
                 if let Some(t) = leading.take() {
                     t.cancel();
                 }
@@ -386,13 +408,81 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
             }
             _ => {}
         }
+        // Leading, but not confirmed yet: ask again soon, changes or not.
+        let unconfirmed = is_leader && leading.is_none();
         tokio::select! {
             _ = token.cancelled() => {
                 if let Some(t) = leading.take() { t.cancel(); }
                 return;
             }
-            r = metrics.changed() => if r.is_err() { return },
+            r = server.changed() => if r.is_err() { return },
+            r = no_quorum.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(100)), if unconfirmed => {}
         }
+    }
+}
+
+/// A leader that no majority of the voters has acknowledged (answered an
+/// AppendEntries or heartbeat of) for this long acts as no leader: it is
+/// cut off from the others, who have elected another by now (they stand
+/// after 150–300 ms of silence).
+const QUORUM_LOST: Duration = Duration::from_secs(2);
+const QUORUM_CHECK: Duration = Duration::from_millis(100);
+
+/// openraft 0.9 has no check-quorum: a leader cut off from the others
+/// stays leader in its own eyes until it hears of a newer term, so its
+/// writes would wait for the network to heal, its dispatcher would keep its
+/// own agent, and it would show itself as the leader. This sets `no_quorum`
+/// while this manager leads and no majority has acknowledged it for
+/// [`QUORUM_LOST`] (openraft's `millis_since_quorum_ack`; a new leader not
+/// acknowledged yet counts from when this first sees it): writes are refused,
+/// leader components stop, and no leader is shown. It clears again if the
+/// acknowledgements come back before another leader takes over.
+async fn check_quorum(raft: Raft, no_quorum: watch::Sender<bool>, token: CancellationToken) {
+    let limit = QUORUM_LOST.as_millis() as u64;
+    // Since when openraft has reported no quorum acknowledgement at all.
+    let mut unacked_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(QUORUM_CHECK) => {}
+        }
+        let (leading, acked_ms) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(m.id),
+                m.millis_since_quorum_ack,
+            )
+        };
+        let now = tokio::time::Instant::now();
+        let lost = match (leading, acked_ms) {
+            (true, Some(ms)) => {
+                unacked_since = None;
+                ms >= limit
+            }
+            (true, None) => now - *unacked_since.get_or_insert(now) >= QUORUM_LOST,
+            (false, _) => {
+                unacked_since = None;
+                false
+            }
+        };
+        no_quorum.send_if_modified(|was| {
+            if *was == lost {
+                return false;
+            }
+            if lost {
+                tracing::warn!(
+                    quiet_ms = acked_ms,
+                    "no majority of managers has acknowledged this leader lately: it refuses \
+                     writes and acts as no leader until they do, or another leader takes over"
+                );
+            } else if leading {
+                tracing::info!("a majority of managers acknowledges this leader again");
+            }
+            *was = lost;
+            true
+        });
     }
 }
 

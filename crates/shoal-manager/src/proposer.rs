@@ -20,7 +20,7 @@ use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_store::{Batch, BatchResult, Command, CommandResult, Raft};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// How long a write waits for a leader before giving up.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -88,12 +88,90 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    raft: Raft,
+    no_quorum: watch::Receiver<bool>,
+}
+
+/// How long a write waits on a leader without a quorum before it is
+/// refused (the quorum may come back, or the leadership move).
+const NO_QUORUM_WAIT: Duration = Duration::from_secs(2);
+
+/// Why this manager did not take a write as the leader.
+pub(crate) enum LeadWrite {
+    /// It is not the leader (any more).
+    NotLeader,
+    /// It leads, but no majority of the voters has acknowledged it lately
+    /// (see `manager::check_quorum`): the write was not proposed.
+    NoQuorum,
+    /// The quorum was lost while the write was in flight: it may or may not
+    /// be committed, by this leader if the quorum comes back in time.
+    QuorumLost,
+    /// Raft refused it.
+    Failed(String),
+}
+
+impl LeadWrite {
+    /// What a writer is told.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            LeadWrite::NotLeader => "not the leader".into(),
+            LeadWrite::NoQuorum => WriteError::NoLeader.to_string(),
+            LeadWrite::QuorumLost => WriteError::Unknown(
+                "the leader lost contact with most managers while the write was in flight".into(),
+            )
+            .to_string(),
+            LeadWrite::Failed(e) => e.clone(),
+        }
+    }
+}
+
+/// Proposes `batch` to this manager's Raft as the leader. A leader that no
+/// majority has acknowledged lately (cut off from the others: openraft 0.9
+/// has no check-quorum, so it does not step down by itself) refuses writes
+/// after [`NO_QUORUM_WAIT`], and gives up a write in flight when that
+/// happens, instead of holding the writer until the network heals.
+async fn write_as_leader(
+    raft: &Raft,
+    no_quorum: &watch::Receiver<bool>,
+    batch: Batch,
+) -> Result<BatchResult, LeadWrite> {
+    let mut no_quorum = no_quorum.clone();
+    if *no_quorum.borrow() {
+        // A short wait, in case the acknowledgements resume (a stalled
+        // disk on the followers) or another leader takes over.
+        let back = tokio::time::timeout(NO_QUORUM_WAIT, no_quorum.wait_for(|lost| !*lost));
+        if !matches!(back.await, Ok(Ok(_))) {
+            return Err(LeadWrite::NoQuorum);
+        }
+    }
+    let lost = async move {
+        if no_quorum.wait_for(|lost| *lost).await.is_err() {
+            // The check stopped with the manager: nothing to race.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = raft.client_write(batch) => match r {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(LeadWrite::NotLeader)
+            }
+            Err(e) => Err(LeadWrite::Failed(e.to_string())),
+        },
+        () = lost => Err(LeadWrite::QuorumLost),
+    }
 }
 
 impl Proposer {
     /// Starts the batching loop for `raft` (this manager's Raft instance).
-    pub fn start(raft: Raft, peers: Arc<Peers>) -> Proposer {
+    /// `no_quorum` is true while this manager leads without a quorum.
+    pub fn start(raft: Raft, peers: Arc<Peers>, no_quorum: watch::Receiver<bool>) -> Proposer {
         let (tx, mut rx) = mpsc::channel::<Pending>(65536);
+        let proposer = Proposer {
+            tx: tx.clone(),
+            raft: raft.clone(),
+            no_quorum: no_quorum.clone(),
+        };
         let tuning = Tuning::from_env();
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(tuning.in_flight));
@@ -140,12 +218,13 @@ impl Proposer {
                 last_len = batch.len();
                 let raft = raft.clone();
                 let peers = peers.clone();
+                let no_quorum = no_quorum.clone();
                 tokio::spawn(async move {
                     let (cmds, replies): (Vec<_>, Vec<_>) =
                         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
                     let started = Instant::now();
                     let n = cmds.len();
-                    let result = submit(&raft, &peers, Batch(cmds)).await;
+                    let result = submit(&raft, &peers, &no_quorum, Batch(cmds)).await;
                     // Free the slot before answering, so the writers answered
                     // now never find it taken when they come back.
                     drop(permit);
@@ -169,7 +248,12 @@ impl Proposer {
                 });
             }
         });
-        Proposer { tx }
+        proposer
+    }
+
+    /// Proposes a batch forwarded by another manager, as the leader.
+    pub(crate) async fn write_as_leader(&self, batch: Batch) -> Result<BatchResult, LeadWrite> {
+        write_as_leader(&self.raft, &self.no_quorum, batch).await
     }
 
     /// Commits `cmd` and returns its result.
@@ -189,9 +273,14 @@ impl Proposer {
 }
 
 /// Proposes `batch` on the leader, wherever it is.
-async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult, WriteError> {
+async fn submit(
+    raft: &Raft,
+    peers: &Peers,
+    no_quorum: &watch::Receiver<bool>,
+    batch: Batch,
+) -> Result<BatchResult, WriteError> {
     let deadline = Instant::now() + WRITE_TIMEOUT;
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         let (leader, me, leader_addr) = {
             let m = metrics.borrow();
@@ -204,10 +293,12 @@ async fn submit(raft: &Raft, peers: &Peers, batch: Batch) -> Result<BatchResult,
             (m.current_leader, m.id, addr)
         };
         match leader {
-            Some(l) if l == me => match raft.client_write(batch.clone()).await {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                Err(e) => return Err(WriteError::Raft(e.to_string())),
+            Some(l) if l == me => match write_as_leader(raft, no_quorum, batch.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(LeadWrite::NotLeader) => {}
+                Err(LeadWrite::NoQuorum) => return Err(WriteError::NoLeader),
+                Err(e @ LeadWrite::QuorumLost) => return Err(WriteError::Unknown(e.message())),
+                Err(LeadWrite::Failed(e)) => return Err(WriteError::Raft(e)),
             },
             Some(l) => {
                 if let Some(addr) = leader_addr {
@@ -238,7 +329,7 @@ enum Forward {
 /// leader that froze, or was cut off, keeps its connections open and never
 /// answers, and the rest of the cluster elects another meanwhile.
 async fn leader_moves(raft: Raft, from: u64) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         if metrics.borrow_and_update().current_leader != Some(from) {
             return;
@@ -283,7 +374,12 @@ async fn forward(
                 return Err(Forward::Retry);
             }
             Ok(Ok(frame::REFUSED)) => {
-                let e = WriteError::Unknown(String::from_utf8_lossy(client.reply()).into_owned());
+                let text = String::from_utf8_lossy(client.reply()).into_owned();
+                let e = if text == WriteError::NoLeader.to_string() {
+                    WriteError::NoLeader
+                } else {
+                    WriteError::Unknown(text)
+                };
                 peers.put_stream(client);
                 return Err(Forward::Failed(e));
             }

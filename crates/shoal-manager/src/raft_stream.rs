@@ -10,7 +10,7 @@
 //! removed while connected is refused from its next request on.
 
 use crate::grpc::Services;
-use openraft::error::{ClientWriteError, RaftError};
+use crate::proposer::LeadWrite;
 use openraft::raft::AppendEntriesRequest;
 use shoal_net::frame;
 use shoal_net::pki::NodeIdentity;
@@ -115,12 +115,12 @@ async fn answer(
             services.check_manager_peer(identity).map_err(refused)?;
             let batch: Batch = serde_json::from_slice(body)
                 .map_err(|e| (frame::REFUSED, format!("invalid write batch: {e}")))?;
-            match services.raft.client_write(batch).await {
-                Ok(resp) => Ok(serde_json::to_vec(&resp.data).expect("serializable")),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                    Err((frame::RETRY, "not the leader".into()))
+            match services.proposer.write_as_leader(batch).await {
+                Ok(r) => Ok(serde_json::to_vec(&r).expect("serializable")),
+                Err(e @ (LeadWrite::NoQuorum | LeadWrite::QuorumLost)) => {
+                    Err((frame::REFUSED, e.message()))
                 }
-                Err(e) => Err((frame::RETRY, e.to_string())),
+                Err(e) => Err((frame::RETRY, e.message())),
             }
         }
         frame::LEADER_SEEN => {

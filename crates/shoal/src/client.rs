@@ -197,6 +197,14 @@ impl Client {
             let r = self.call("POST", &path, Some(body)).await?;
             if r.status == 409 && raced < RACES && r.body_has("update out of sequence") {
                 raced += 1;
+                // Back off a little, not in step with the other writers.
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() % 10_000_000)
+                    .unwrap_or(0);
+                let wait =
+                    std::time::Duration::from_nanos(raced as u64 * 5_000_000 + jitter as u64);
+                tokio::time::sleep(wait).await;
                 continue;
             }
             r.ok()?;

@@ -232,6 +232,144 @@ fn a_follower_cut_off_from_the_leader_does_not_depose_it() {
     );
 }
 
+/// Runs the CLI against `d`, giving up after `limit`: `None` if it had not
+/// finished by then (it is killed).
+fn cli_within(d: &Daemon, args: &[&str], limit: Duration) -> Option<std::process::Output> {
+    let mut child = std::process::Command::new(bin())
+        .arg("-H")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Two-way partitions, each manager and the worker on a host (network
+/// namespace) of its own. First a follower is cut off for 3 s: it cannot
+/// win a pre-vote alone, so when its cable is back the leader is the same.
+/// Then the leader is cut off: the two others elect a new one and take
+/// writes, the worker moves its session there and is never DOWN, the old
+/// leader is marked DOWN. The old leader, alone, refuses writes within a
+/// few seconds instead of holding them forever; when its cable is back it
+/// follows the new leader, has the writes made meanwhile, and none of the
+/// writes it refused.
+#[test]
+fn partitions_of_a_follower_and_of_the_leader_heal() {
+    let mut c = match Cluster::in_netns() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: network namespaces are not usable here: {e}");
+            return;
+        }
+    };
+    c.init("m1", &[]);
+    c.join("m2", "manager", 0);
+    c.join("m3", "manager", 0);
+    c.join("w1", "worker", 0);
+    for m in 0..3 {
+        wait_for("4 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 4).then_some(())
+        });
+    }
+    let net = c.net.as_ref().unwrap();
+    let host = |i: usize| i + 1;
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let third = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+
+    // 1. A follower alone, both ways.
+    net.cable(host(follower), false);
+    std::thread::sleep(Duration::from_secs(3));
+    c.nodes[third].ok(&["node", "update", "--label-add", "while=follower-cut", "w1"]);
+    net.cable(host(follower), true);
+    wait_for(
+        "the follower back with the label written meanwhile",
+        T,
+        || {
+            c.nodes[follower]
+                .ok(&["node", "inspect", "w1"])
+                .contains("follower-cut")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.leader(follower), Some(leader));
+    assert_eq!(c.leader(third), Some(leader));
+    assert!(
+        !c.nodes[leader].log().contains("lost leadership"),
+        "a follower back from a partition deposed the leader"
+    );
+
+    // 2. The leader alone.
+    net.cable(host(leader), false);
+    let new_leader = wait_for("a new leader", T, || {
+        c.leader(third).filter(|l| *l != leader)
+    });
+    let other = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
+    c.nodes[other].ok(&["node", "update", "--label-add", "while=leader-cut", "w1"]);
+    let old = c.nodes[leader].name.clone();
+    wait_for("the old leader marked down", T, || {
+        (c.state_of(new_leader, &old)? == "down").then_some(())
+    });
+    for _ in 0..15 {
+        for n in ["w1", &c.nodes[new_leader].name, &c.nodes[other].name] {
+            assert_eq!(
+                c.state_of(new_leader, n).as_deref(),
+                Some("ready"),
+                "{n} must stay ready while only the old leader is cut off"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("the cut-off leader showing no leader", T, || {
+        (c.nodes[leader].nodes().is_some() && c.leader(leader).is_none()).then_some(())
+    });
+    let refused_at = std::time::Instant::now();
+    let out = cli_within(
+        &c.nodes[leader],
+        &["node", "update", "--label-add", "lost=write", "w1"],
+        Duration::from_secs(20),
+    )
+    .expect("a write on a leader cut off from the others must not hang");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leader"), "{err}");
+    eprintln!(
+        "the cut-off leader refused a write in {:?}: {}",
+        refused_at.elapsed(),
+        err.trim()
+    );
+
+    net.cable(host(leader), true);
+    wait_for("the old leader following the new one", T, || {
+        (c.leader(leader)? == new_leader).then_some(())
+    });
+    wait_for("the old leader with the write made meanwhile", T, || {
+        c.nodes[leader]
+            .ok(&["node", "inspect", "w1"])
+            .contains("leader-cut")
+            .then_some(())
+    });
+    for m in 0..3 {
+        wait_for("4 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 4).then_some(())
+        });
+        let w1 = c.nodes[m].ok(&["node", "inspect", "w1"]);
+        assert!(!w1.contains("lost"), "a refused write was applied: {w1}");
+    }
+}
+
 #[test]
 fn every_node_killed_and_restarted_keeps_nodes_and_objects() {
     let mut c = three_managers();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod netns;
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -61,7 +64,16 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the daemon: the child's PID is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(args)
             .env("SHOAL_LOG", "info,openraft=off")
             .envs(self.env.iter().cloned())
@@ -208,6 +220,9 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     /// Extra environment for every daemon started from now on.
     pub env: Vec<(String, String)>,
+    /// With [`Cluster::in_netns`]: each daemon on a host of its own (dropped
+    /// after the daemons are killed).
+    pub net: Option<netns::Net>,
 }
 
 impl Cluster {
@@ -217,19 +232,36 @@ impl Cluster {
             nodes: Vec::new(),
             tmp: tempfile::tempdir().unwrap(),
             env: Vec::new(),
+            net: None,
         }
+    }
+
+    /// An empty harness whose daemons each run on a host (network namespace)
+    /// of their own, cabled to one switch; or why that cannot be done here.
+    pub fn in_netns() -> Result<Cluster, String> {
+        let mut c = Cluster::new();
+        c.net = Some(netns::Net::new()?);
+        Ok(c)
     }
 
     fn daemon(&self, name: &str) -> Daemon {
         let dir = self.tmp.path().join(name);
+        let (netns, addr) = match &self.net {
+            Some(net) => {
+                let (ns, ip) = net.add_host();
+                (Some(ns), format!("{ip}:2377"))
+            }
+            None => (None, format!("127.0.0.1:{}", free_port())),
+        };
         Daemon {
             name: name.into(),
             socket: dir.join("shoal.sock"),
             log: self.tmp.path().join(format!("{name}.log")),
             dir,
-            addr: format!("127.0.0.1:{}", free_port()),
+            addr,
             child: None,
             env: self.env.clone(),
+            netns,
         }
     }
 
