@@ -13,6 +13,11 @@
 #   KEEP=1      keep the temp dir (logs, data) after the run
 #   NICE=N      run the daemons and the helper at `nice -n N` (e.g. -10 on a
 #               shared machine, as root, to keep other jobs from skewing figures)
+#   NETNS=1     run every daemon on a host of its own: a network namespace
+#               (10.202.0.N, port 2377) cabled by a veth pair to a bridge in a
+#               "switch" namespace made here (root only; the root namespace is
+#               untouched); `cable NAME down|up` cuts and restores a host's
+#               cable (a two-way partition). All are deleted on exit.
 
 set -u -o pipefail
 export LC_ALL=C
@@ -25,10 +30,14 @@ API_LOAD=${API_LOAD:-$TGT/release/examples/api_load}
 export SHOAL_LOG=${SHOAL_LOG:-info,openraft=off}
 KEEP=${KEEP:-0}
 NICE=${NICE:-0}
+NETNS=${NETNS:-0}
 
 declare -A PID=()   # node name -> PID of its daemon (only ones started here)
 declare -A ADDR=()  # node name -> node-to-node address
 declare -A ROLE=()  # node name -> manager | worker
+declare -A HOSTNS=()  # node name -> its network namespace (NETNS=1)
+declare -A PORTNO=()  # node name -> its host number on the switch (NETNS=1)
+NSPFX=""              # namespace name prefix (NETNS=1)
 NAMES=()            # start order
 TMP=""
 
@@ -75,10 +84,38 @@ bench_cleanup() {
     done
     for n in "${!PID[@]}"; do wait "${PID[$n]}"; done
   } 2>/dev/null
+  if [[ -n $NSPFX ]]; then
+    for n in "${!HOSTNS[@]}"; do ip netns del "${HOSTNS[$n]}" 2>/dev/null; done
+    ip netns del "${NSPFX}s" 2>/dev/null
+  fi
   if [[ -n $TMP && -d $TMP ]]; then
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
   fi
 }
+
+new_addr() { # new_addr NAME : sets ADDR[NAME] (and makes its host, with NETNS=1)
+  local n=$1 i ns
+  if ! ((NETNS)); then
+    ADDR[$n]=127.0.0.1:$(free_port)
+    return
+  fi
+  if [[ -z $NSPFX ]]; then
+    NSPFX=sb$$
+    { ip netns add "${NSPFX}s" && ip -n "${NSPFX}s" link add br0 type bridge &&
+      ip -n "${NSPFX}s" link set br0 up; } || die "cannot make the switch namespace (NETNS=1 needs root and ip)"
+  fi
+  i=$((${#HOSTNS[@]} + 1)); ns=${NSPFX}h$i
+  HOSTNS[$n]=$ns; PORTNO[$n]=$i
+  { ip netns add "$ns" &&
+    ip link add "v${NSPFX}h$i" netns "${NSPFX}s" type veth peer name eth0 netns "$ns" &&
+    ip -n "${NSPFX}s" link set "v${NSPFX}h$i" master br0 up &&
+    ip -n "$ns" addr add "10.202.0.$i/24" dev eth0 &&
+    ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up; } || die "cannot make host $ns"
+  ADDR[$n]=10.202.0.$i:2377
+}
+
+cable_cmd() { echo "ip -n ${NSPFX}s link set v${NSPFX}h${PORTNO[$1]} $2"; }  # cable_cmd NAME down|up
+cable() { $(cable_cmd "$1" "$2") || die "cable $1 $2"; }  # cable NAME down|up (NETNS=1)
 
 free_port() {
   local p i
@@ -105,7 +142,12 @@ api() { # api NAME METHOD PATH [BODY] -> body on stdout; HTTP status in the last
 spawn() { # spawn NAME ARGS... : start a daemon, record its PID
   local n=$1; shift
   echo "=== $(date +%T.%3N) shoal $*" >>"$TMP/$n.log"
-  nice -n "$NICE" "$B" "$@" >>"$TMP/$n.log" 2>&1 &
+  if [[ -n ${HOSTNS[$n]:-} ]]; then
+    # nice and `ip netns exec` exec the daemon: $! is its PID.
+    nice -n "$NICE" ip netns exec "${HOSTNS[$n]}" "$B" "$@" >>"$TMP/$n.log" 2>&1 &
+  else
+    nice -n "$NICE" "$B" "$@" >>"$TMP/$n.log" 2>&1 &
+  fi
   PID[$n]=$!
 }
 
@@ -123,7 +165,7 @@ wait_api() { # wait_api NAME [TIMEOUT_S]
 
 start_init() { # start_init NAME [extra init flags]
   local n=$1; shift
-  ADDR[$n]=127.0.0.1:$(free_port); ROLE[$n]=manager; NAMES+=("$n")
+  new_addr "$n"; ROLE[$n]=manager; NAMES+=("$n")
   spawn "$n" init --data-dir "$TMP/$n" --listen-addr "${ADDR[$n]}" --hostname "$n" "$@"
   wait_api "$n"
 }
@@ -131,7 +173,7 @@ start_init() { # start_init NAME [extra init flags]
 start_join() { # start_join NAME manager|worker VIA
   local n=$1 role=$2 via=$3 tok
   tok=$(cli "$via" swarm join-token -q "$role") || die "join-token from $via"
-  ADDR[$n]=127.0.0.1:$(free_port); ROLE[$n]=$role; NAMES+=("$n")
+  new_addr "$n"; ROLE[$n]=$role; NAMES+=("$n")
   spawn "$n" join --data-dir "$TMP/$n" --listen-addr "${ADDR[$n]}" --hostname "$n" --token "$tok" "${ADDR[$via]}"
   wait_api "$n"
 }

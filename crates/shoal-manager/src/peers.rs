@@ -2,7 +2,7 @@
 //! managers, over mutual TLS.
 
 use crate::raft_stream::StreamClient;
-use shoal_net::tls::connect_channel;
+use shoal_net::tls::TlsConnector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +10,14 @@ use tonic::transport::Channel;
 
 /// Idle stream clients kept for forwarding writes.
 const IDLE_STREAMS: usize = 4;
+/// A call in flight on a channel sends an HTTP/2 PING after this long
+/// without traffic...
+const PING_AFTER: Duration = Duration::from_secs(5);
+/// ...and the connection is dropped (its calls fail) if the answer takes
+/// longer: a peer frozen or cut off by the network keeps its TCP
+/// connection open and silent, and a long call (`service logs -f`) on it
+/// would wait forever.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a manager that does not serve the Raft stream is not asked again.
 pub const NOT_SERVED_FOR: Duration = Duration::from_secs(60);
 
@@ -90,8 +98,12 @@ impl Peers {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = connect_channel(addr, self.tls.clone())
-            .map_err(|e| tonic::Status::unavailable(format!("cannot reach {addr}: {e}")))?;
+        let c = shoal_net::tls::endpoint(addr)
+            .map_err(|e| tonic::Status::unavailable(format!("cannot reach {addr}: {e}")))?
+            .http2_keep_alive_interval(PING_AFTER)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(false)
+            .connect_with_connector_lazy(TlsConnector::new(self.tls.clone()));
         map.insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! api_load load      --socket S [--clients N] [--duration SECS] [--warmup SECS] [--write KIND]
-//! api_load failover  --socket S --kill-pid PID [--write KIND] [--freeze]
+//! api_load failover  --socket S --kill-pid PID [--write KIND] [--freeze | --cut-cmd CMD]
 //! api_load wait-state --socket S --node ID --kill-pid PID [--state down] [--interval-ms 20]
 //! api_load fsync     --dir D [--count 200]
 //! api_load floor     [--count 20000]
@@ -133,6 +133,10 @@ enum Mode {
         /// connections stay open and silent). The caller sends SIGCONT.
         #[arg(long)]
         freeze: bool,
+        /// Instead of a signal, run this shell command first (e.g. one that
+        /// cuts a host's network cable); time from when it returns.
+        #[arg(long)]
+        cut_cmd: Option<String>,
     },
     /// Times write + fdatasync of 4 KiB blocks in a file in DIR.
     Fsync {
@@ -579,15 +583,29 @@ fn print_timeline(done_us: &[u64], step_ms: u64, wall_from: SystemTime) {
     }
 }
 
-async fn failover(t: Target, kill_pid: i32, timeout: f64, freeze: bool) -> anyhow::Result<()> {
+/// What `failover` does to the cluster first.
+enum Fault {
+    Kill(i32),
+    Freeze(i32),
+    Cut(String),
+}
+
+async fn failover(t: Target, fault: Fault, timeout: f64) -> anyhow::Result<()> {
     let mut w = writer(&t, 0).await?;
     let mut conn = Conn::new(&t.socket);
     conn.sender().await?;
-    let t0 = Instant::now();
-    if freeze {
-        signal(kill_pid, nix::sys::signal::Signal::SIGSTOP)?;
-    } else {
-        kill(kill_pid)?;
+    let mut t0 = Instant::now();
+    match fault {
+        Fault::Kill(pid) => kill(pid)?,
+        Fault::Freeze(pid) => signal(pid, nix::sys::signal::Signal::SIGSTOP)?,
+        Fault::Cut(cmd) => {
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .status()?;
+            anyhow::ensure!(st.success(), "{cmd:?} failed: {st}");
+            t0 = Instant::now();
+        }
     }
     let deadline = t0 + Duration::from_secs_f64(timeout);
     let mut attempts = 0u64;
@@ -853,7 +871,15 @@ fn main() -> anyhow::Result<()> {
                 kill_pid,
                 timeout,
                 freeze,
-            } => failover(target, kill_pid, timeout, freeze).await,
+                cut_cmd,
+            } => {
+                let fault = match cut_cmd {
+                    Some(c) => Fault::Cut(c),
+                    None if freeze => Fault::Freeze(kill_pid),
+                    None => Fault::Kill(kill_pid),
+                };
+                failover(target, fault, timeout).await
+            }
             Mode::WaitState {
                 socket,
                 node,

@@ -527,6 +527,42 @@ fn logs_merge_tasks_from_two_nodes_and_name_a_down_node() {
         "--tail 1 keeps only the last line of each task: {tail}"
     );
 
+    // `logs -f` while w1 freezes: its part of the stream ends with a note
+    // (its connection stays open and silent; the manager's PINGs find it
+    // out) instead of hanging, and m1's part goes on.
+    let err_file = c.tmp.path().join("follow.err");
+    let mut follow = std::process::Command::new(bin())
+        .arg("-H")
+        .arg(format!("unix://{}", m.socket.display()))
+        .args(["service", "logs", "-f", "talk"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("logs -f streaming both tasks", T, || {
+        (std::fs::read_to_string(&err_file)
+            .ok()?
+            .matches("oops")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    c.nodes[1].signal(SIGSTOP);
+    let seen = std::panic::catch_unwind(|| {
+        wait_for("logs -f noting that w1 stopped answering", T, || {
+            std::fs::read_to_string(&err_file)
+                .ok()?
+                .contains("logs unavailable: node w1 stopped answering")
+                .then_some(())
+        })
+    });
+    c.nodes[1].signal(SIGCONT);
+    let still_following = matches!(follow.try_wait(), Ok(None));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    seen.unwrap();
+    assert!(still_following, "logs -f must go on with m1's task");
+
     c.nodes[1].kill();
     wait_for("w1 down", T, || {
         (c.state_of(0, "w1")? == "down").then_some(())

@@ -184,7 +184,19 @@ fn stream_logs(
                     return;
                 }
             };
-            while let Ok(Some(m)) = stream.message().await {
+            loop {
+                let m = match stream.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    // The node went away mid-stream (a dead connection,
+                    // or one its PINGs found silent): say so.
+                    Err(e) => {
+                        for f in unavailable(&format!("stopped answering: {}", e.message())) {
+                            let _ = tx.send(Ok(f)).await;
+                        }
+                        return;
+                    }
+                };
                 let Ok(l) = parse::<LogLine>(&m) else {
                     continue;
                 };
