@@ -217,6 +217,10 @@ enum Mode {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+        /// Instead of a SIGKILL, run this shell command first (e.g. one that
+        /// cuts the node's network cable); time from when it returns.
+        #[arg(long)]
+        cut_cmd: Option<String>,
     },
 }
 
@@ -590,23 +594,32 @@ enum Fault {
     Cut(String),
 }
 
+impl Fault {
+    /// Does it; returns the instant it is done (a cut: when the command
+    /// returned).
+    fn inflict(self) -> anyhow::Result<Instant> {
+        let t0 = Instant::now();
+        match self {
+            Fault::Kill(pid) => kill(pid)?,
+            Fault::Freeze(pid) => signal(pid, nix::sys::signal::Signal::SIGSTOP)?,
+            Fault::Cut(cmd) => {
+                let st = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .status()?;
+                anyhow::ensure!(st.success(), "{cmd:?} failed: {st}");
+                return Ok(Instant::now());
+            }
+        }
+        Ok(t0)
+    }
+}
+
 async fn failover(t: Target, fault: Fault, timeout: f64) -> anyhow::Result<()> {
     let mut w = writer(&t, 0).await?;
     let mut conn = Conn::new(&t.socket);
     conn.sender().await?;
-    let mut t0 = Instant::now();
-    match fault {
-        Fault::Kill(pid) => kill(pid)?,
-        Fault::Freeze(pid) => signal(pid, nix::sys::signal::Signal::SIGSTOP)?,
-        Fault::Cut(cmd) => {
-            let st = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .status()?;
-            anyhow::ensure!(st.success(), "{cmd:?} failed: {st}");
-            t0 = Instant::now();
-        }
-    }
+    let t0 = fault.inflict()?;
     let deadline = t0 + Duration::from_secs_f64(timeout);
     let mut attempts = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -664,15 +677,14 @@ async fn wait_state(
     socket: PathBuf,
     node: String,
     state: String,
-    kill_pid: i32,
+    fault: Fault,
     interval_ms: u64,
     timeout: f64,
 ) -> anyhow::Result<()> {
     let mut conn = Conn::new(&socket);
     conn.sender().await?;
     let path = format!("/nodes/{node}");
-    let t0 = Instant::now();
-    kill(kill_pid)?;
+    let t0 = fault.inflict()?;
     let deadline = t0 + Duration::from_secs_f64(timeout);
     let mut polls = 0u64;
     let mut last_state = String::new();
@@ -887,7 +899,14 @@ fn main() -> anyhow::Result<()> {
                 kill_pid,
                 interval_ms,
                 timeout,
-            } => wait_state(socket, node, state, kill_pid, interval_ms, timeout).await,
+                cut_cmd,
+            } => {
+                let fault = match cut_cmd {
+                    Some(c) => Fault::Cut(c),
+                    None => Fault::Kill(kill_pid),
+                };
+                wait_state(socket, node, state, fault, interval_ms, timeout).await
+            }
             Mode::Fsync { dir, count } => fsync_probe(&dir, count),
             Mode::Floor { count } => floor(count).await,
             Mode::FloorEcho { tcp, unix } => floor_echo(&tcp, &unix).await,
