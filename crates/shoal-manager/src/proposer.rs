@@ -111,15 +111,14 @@ pub(crate) enum LeadWrite {
 }
 
 impl LeadWrite {
-    /// What a writer is told.
+    /// What a writer is told (for `QuorumLost`, why the outcome is unknown).
     pub(crate) fn message(&self) -> String {
         match self {
             LeadWrite::NotLeader => "not the leader".into(),
             LeadWrite::NoQuorum => WriteError::NoLeader.to_string(),
-            LeadWrite::QuorumLost => WriteError::Unknown(
-                "the leader lost contact with most managers while the write was in flight".into(),
-            )
-            .to_string(),
+            LeadWrite::QuorumLost => {
+                "the leader lost contact with most managers while the write was in flight".into()
+            }
             LeadWrite::Failed(e) => e.clone(),
         }
     }

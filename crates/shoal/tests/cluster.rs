@@ -255,6 +255,89 @@ fn cli_within(d: &Daemon, args: &[&str], limit: Duration) -> Option<std::process
     None
 }
 
+/// Five managers split 2 | 3 with the leader on the small side (hosts in
+/// network namespaces on two bridges). The three elect a new leader and take
+/// writes. On the small side the follower still hears the old leader and
+/// forwards its writes there, and the old leader, acknowledged by no
+/// majority, refuses them: the writer gets an error naming the missing
+/// leader within seconds, not a wait until the network heals. Healed, the
+/// five agree on one leader and the writes of the big side.
+#[test]
+fn a_split_with_the_leader_on_the_small_side() {
+    let mut c = match Cluster::in_netns() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: network namespaces are not usable here: {e}");
+            return;
+        }
+    };
+    c.init("m1", &[]);
+    for i in 2..=5 {
+        c.join(&format!("m{i}"), "manager", 0);
+    }
+    for m in 0..5 {
+        wait_for("5 ready nodes on every manager", T, || {
+            (ready_count(&c, m)? == 5).then_some(())
+        });
+    }
+    let leader = wait_for("a leader", T, || c.leader(0));
+    let small: Vec<usize> = vec![leader, (leader + 1) % 5];
+    let big: Vec<usize> = (0..5).filter(|i| !small.contains(i)).collect();
+    let net = c.net.as_ref().unwrap();
+    net.split(&small.iter().map(|i| i + 1).collect::<Vec<_>>());
+
+    let new_leader = wait_for("a leader on the big side", T, || {
+        c.leader(big[0]).filter(|l| big.contains(l))
+    });
+    c.nodes[big[1]].ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "side=big",
+        &c.nodes[new_leader].name,
+    ]);
+    let small_write = std::time::Instant::now();
+    let out = cli_within(
+        &c.nodes[small[1]],
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "side=small",
+            &c.nodes[new_leader].name,
+        ],
+        // A forwarded write gives up after 15 s (`WRITE_TIMEOUT`) without the
+        // old leader's quorum check.
+        Duration::from_secs(10),
+    )
+    .expect("a write on the small side must not wait for the network");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leader"), "{err}");
+    eprintln!(
+        "a write on the small side was refused in {:?}: {}",
+        small_write.elapsed(),
+        err.trim()
+    );
+
+    net.unsplit();
+    for m in 0..5 {
+        wait_for("every manager following the big side's leader", T, || {
+            (c.leader(m)? == new_leader).then_some(())
+        });
+        wait_for("every manager with the big side's write", T, || {
+            c.nodes[m]
+                .ok(&["node", "inspect", &c.nodes[new_leader].name])
+                .contains("side\": \"big")
+                .then_some(())
+        });
+    }
+    for m in 0..5 {
+        let n = c.nodes[m].ok(&["node", "inspect", &c.nodes[new_leader].name]);
+        assert!(!n.contains("small"), "a refused write was applied: {n}");
+    }
+}
+
 /// Two-way partitions, each manager and the worker on a host (network
 /// namespace) of its own. First a follower is cut off for 3 s: it cannot
 /// win a pre-vote alone, so when its cable is back the leader is the same.

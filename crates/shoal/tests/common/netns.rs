@@ -2,7 +2,8 @@
 //! with one interface cabled (veth) to a bridge in a "switch" netns of its
 //! own, so the root namespace, its routes and its firewall are untouched.
 //! Cutting a host's cable is a two-way partition: its packets are lost and
-//! its TCP connections hang, as on a real network. Everything is deleted
+//! its TCP connections hang, as on a real network; a split moves some hosts
+//! to a second bridge (two sides that each work). Everything is deleted
 //! when the `Net` is dropped.
 
 use std::cell::RefCell;
@@ -84,6 +85,35 @@ impl Net {
             panic!("cannot make host {ns}: {e}");
         }
         (ns, addr)
+    }
+
+    /// Splits the network in two: hosts `side` (1-based) are moved to a
+    /// second bridge, so they reach each other but none of the rest.
+    pub fn split(&self, side: &[usize]) {
+        let sw = self.switch();
+        if ip(&["-n", &sw, "link", "show", "br1"]).is_err() {
+            ip(&["-n", &sw, "link", "add", "br1", "type", "bridge"]).unwrap();
+            ip(&["-n", &sw, "link", "set", "br1", "up"]).unwrap();
+        }
+        for n in side {
+            ip(&["-n", &sw, "link", "set", &self.port(*n), "master", "br1"]).unwrap();
+        }
+    }
+
+    /// Ends a [`Net::split`]: every host back on the first bridge.
+    pub fn unsplit(&self) {
+        for n in 1..=self.hosts.borrow().len() {
+            ip(&[
+                "-n",
+                &self.switch(),
+                "link",
+                "set",
+                &self.port(n),
+                "master",
+                "br0",
+            ])
+            .unwrap();
+        }
     }
 
     /// Cuts (`false`) or restores (`true`) host `n`'s cable (1-based, in the
