@@ -442,10 +442,17 @@ async fn check_quorum(raft: Raft, no_quorum: watch::Sender<bool>, token: Cancell
     let limit = QUORUM_LOST.as_millis() as u64;
     // Since when openraft has reported no quorum acknowledgement at all.
     let mut unacked_since: Option<tokio::time::Instant> = None;
+    let mut server = raft.server_metrics();
     loop {
+        // A follower has nothing to check: it waits to lead, without a tick.
+        let follows = {
+            let sm = server.borrow_and_update();
+            !(sm.state == ServerState::Leader && sm.current_leader == Some(sm.id))
+        };
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(QUORUM_CHECK) => {}
+            r = server.changed(), if follows => if r.is_err() { return },
+            _ = tokio::time::sleep(QUORUM_CHECK), if !follows => {}
         }
         let (leading, acked_ms) = {
             let m = raft.metrics();
