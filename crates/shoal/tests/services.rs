@@ -689,3 +689,77 @@ fn rolling_update_start_first_then_rollback_and_api_refusals() {
         (count_procs("sleep 4501") == 0).then_some(())
     });
 }
+
+/// A worker cut off by the network (hosts in network namespaces) keeps
+/// running its task, as Docker Swarm's do; the manager marks it DOWN and
+/// starts the task again on the other worker. When the cable is back the
+/// worker is READY again and stops its old task, which now belongs to no
+/// one: one copy runs, not two.
+#[test]
+fn a_worker_cut_off_has_its_task_replaced_and_stops_it_when_back() {
+    let mut c = match Cluster::in_netns() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: network namespaces are not usable here: {e}");
+            return;
+        }
+    };
+    c.init("m1", &[]);
+    c.join("w1", "worker", 0);
+    c.join("w2", "worker", 0);
+    let m = 0;
+    wait_for("3 ready", T, || {
+        (c.nodes[m]
+            .nodes()?
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    c.nodes[m].ok(&[
+        "service",
+        "create",
+        "--name",
+        "solo",
+        "--constraint",
+        "node.role==worker",
+        "--runtime",
+        "process",
+        "--",
+        "sleep",
+        "4702",
+    ]);
+    let first = wait_running(&c.nodes[m], "solo", 1);
+    let ids = node_ids(&c, m);
+    let host = ids[first[0]["NodeID"].as_str().unwrap()].clone();
+    let cut = c.nodes.iter().position(|d| d.name == host).unwrap();
+    wait_for("one sleep 4702", T, || {
+        (count_procs("sleep 4702") == 1).then_some(())
+    });
+
+    c.net.as_ref().unwrap().cable(cut + 1, false);
+    wait_for("the cut-off worker down", T, || {
+        (c.state_of(m, &host)? == "down").then_some(())
+    });
+    let moved = wait_for("the task running on the other worker", T, || {
+        let r = running(&c.nodes[m], "solo");
+        (r.len() == 1 && r[0]["NodeID"] != first[0]["NodeID"]).then_some(r)
+    });
+    assert_eq!(moved[0]["Slot"], first[0]["Slot"], "same slot");
+    // The cut-off worker's copy still runs: it cannot be told otherwise.
+    wait_for("two sleep 4702 while cut off", T, || {
+        (count_procs("sleep 4702") == 2).then_some(())
+    });
+
+    c.net.as_ref().unwrap().cable(cut + 1, true);
+    wait_for("the worker ready again", T, || {
+        (c.state_of(m, &host)? == "ready").then_some(())
+    });
+    wait_for("its old copy stopped: one sleep 4702", T, || {
+        (count_procs("sleep 4702") == 1).then_some(())
+    });
+    let r = running(&c.nodes[m], "solo");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["NodeID"], moved[0]["NodeID"], "the replacement stays");
+}
