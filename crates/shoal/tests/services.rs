@@ -697,12 +697,8 @@ fn rolling_update_start_first_then_rollback_and_api_refusals() {
 /// one: one copy runs, not two.
 #[test]
 fn a_worker_cut_off_has_its_task_replaced_and_stops_it_when_back() {
-    let mut c = match Cluster::in_netns() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipped: network namespaces are not usable here: {e}");
-            return;
-        }
+    let Some(mut c) = Cluster::in_netns() else {
+        return;
     };
     c.init("m1", &[]);
     c.join("w1", "worker", 0);

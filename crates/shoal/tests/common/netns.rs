@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The switch and its hosts.
 pub struct Net {
@@ -32,16 +33,26 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Net {
-    /// A switch, or why one cannot be made here (not root, no `ip`, no netns).
+    /// A switch, or why one cannot be made here (not root, no `ip`, no
+    /// netns). Any other failure is a failure of the test.
     pub fn new() -> Result<Net, String> {
-        // Short: veth names are at most 15 bytes.
-        let prefix = format!("sh{}", std::process::id() % 1_000_000);
+        // Unique per process and per net (tests run in parallel threads);
+        // short: veth names are at most 15 bytes.
+        static NETS: AtomicUsize = AtomicUsize::new(0);
+        let n = NETS.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("sh{}{}", std::process::id() % 1_000_000, n % 100);
         let net = Net {
             prefix,
             hosts: RefCell::new(Vec::new()),
         };
         let sw = net.switch();
-        ip(&["netns", "add", &sw])?;
+        if let Err(e) = ip(&["netns", "add", &sw]) {
+            let unusable = ["ip: ", "Permission denied", "Operation not permitted"];
+            if unusable.iter().any(|u| e.contains(u)) {
+                return Err(e);
+            }
+            panic!("cannot make the switch namespace: {e}");
+        }
         ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &sw, "link", "set", "br0", "up"])?;
         Ok(net)
