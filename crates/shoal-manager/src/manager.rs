@@ -249,11 +249,6 @@ impl Manager {
         }
     }
 
-    /// Whether this manager is the Raft leader, acknowledged by a quorum.
-    pub fn is_leader(&self) -> bool {
-        leads(&self.raft) && !*self.no_quorum.borrow()
-    }
-
     /// The leader's node ID, if known (not this manager's while it leads
     /// without a quorum).
     pub fn leader_node_id(&self) -> Option<String> {

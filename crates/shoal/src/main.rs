@@ -213,14 +213,6 @@ fn main() {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         rt.worker_threads(worker_threads());
     }
-    // For benchmarks: how many tasks a worker polls between looks at I/O
-    // readiness (tokio's default is 61).
-    if let Some(n) = std::env::var("SHOAL_RT_EVENT_INTERVAL")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        rt.event_interval(n.max(1));
-    }
     let rt = rt.enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async move {
         match run(cli).await {
