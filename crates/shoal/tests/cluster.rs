@@ -36,16 +36,6 @@ fn three_plus_two() -> Cluster {
     c
 }
 
-fn ready_count(c: &Cluster, via: usize) -> Option<usize> {
-    let nodes = c.nodes[via].nodes()?;
-    Some(
-        nodes
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count(),
-    )
-}
-
 #[test]
 fn three_managers_and_two_workers_agree_and_survive_leader_loss() {
     let mut c = three_plus_two();

@@ -35,15 +35,7 @@ fn containers_converge_are_replaced_when_killed_and_move_off_a_dead_worker() {
     c.join("w1", "worker", 0);
     c.join("w2", "worker", 0);
     let _cleanup = Containers(c.nodes.iter().filter_map(|d| d.node_id()).collect());
-    wait_for("3 ready", T, || {
-        (c.nodes[0]
-            .nodes()?
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count()
-            == 3)
-            .then_some(())
-    });
+    wait_for("3 ready", T, || (ready_count(&c, 0)? == 3).then_some(()));
     let nodes = c.nodes[0].nodes().unwrap();
     assert!(nodes.iter().all(|n| n["Description"]["Executors"]
         .as_array()

@@ -68,15 +68,7 @@ fn replicas_spread_move_off_dead_and_drained_nodes_and_follow_labels() {
     c.join("m3", "manager", 0);
     c.join("w1", "worker", 0);
     c.join("w2", "worker", 0);
-    wait_for("5 ready", T, || {
-        (c.nodes[0]
-            .nodes()?
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count()
-            == 5)
-            .then_some(())
-    });
+    wait_for("5 ready", T, || (ready_count(&c, 0)? == 5).then_some(()));
 
     c.nodes[0].ok(&[
         "service",
@@ -193,15 +185,7 @@ fn global_jobs_restarts_reservations_and_agent_restarts() {
     let mut c = Cluster::new();
     c.init("m1", &[]);
     c.join("w1", "worker", 0);
-    wait_for("2 ready", T, || {
-        (c.nodes[0]
-            .nodes()?
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count()
-            == 2)
-            .then_some(())
-    });
+    wait_for("2 ready", T, || (ready_count(&c, 0)? == 2).then_some(()));
     let m = &c.nodes[0];
 
     // A global service follows nodes that join later.
@@ -478,15 +462,7 @@ fn logs_merge_tasks_from_two_nodes_and_name_a_down_node() {
     let mut c = Cluster::new();
     c.init("m1", &[]);
     c.join("w1", "worker", 0);
-    wait_for("2 ready", T, || {
-        (c.nodes[0]
-            .nodes()?
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count()
-            == 2)
-            .then_some(())
-    });
+    wait_for("2 ready", T, || (ready_count(&c, 0)? == 2).then_some(()));
     let m = &c.nodes[0];
     m.ok(&[
         "service",
@@ -704,15 +680,7 @@ fn a_worker_cut_off_has_its_task_replaced_and_stops_it_when_back() {
     c.join("w1", "worker", 0);
     c.join("w2", "worker", 0);
     let m = 0;
-    wait_for("3 ready", T, || {
-        (c.nodes[m]
-            .nodes()?
-            .iter()
-            .filter(|n| n["Status"]["State"] == "ready")
-            .count()
-            == 3)
-            .then_some(())
-    });
+    wait_for("3 ready", T, || (ready_count(&c, m)? == 3).then_some(()));
     c.nodes[m].ok(&[
         "service",
         "create",

@@ -354,6 +354,17 @@ impl Cluster {
     }
 }
 
+/// How many nodes `via` sees READY (`None` if its API does not answer).
+pub fn ready_count(c: &Cluster, via: usize) -> Option<usize> {
+    let nodes = c.nodes[via].nodes()?;
+    Some(
+        nodes
+            .iter()
+            .filter(|n| n["Status"]["State"] == "ready")
+            .count(),
+    )
+}
+
 /// Number of processes whose command line (args joined by spaces) is `cmdline`.
 pub fn count_procs(cmdline: &str) -> usize {
     let mut n = 0;
