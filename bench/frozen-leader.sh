@@ -19,8 +19,6 @@
 # leader's own API shows no leader (it has had no quorum for 2 s: it refuses
 # writes and stops its leader components; `check_quorum` in manager.rs).
 # Env: WATCH, SETTLE (s between runs, default 2), CUT, see also bench/lib.sh.
-CUT=${CUT:-0}
-((CUT)) && export NETNS=1
 source "$(dirname "$0")/lib.sh"
 RUNS=${1:-5}
 WATCH=${WATCH:-6}

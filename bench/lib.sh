@@ -18,6 +18,8 @@
 #               "switch" namespace made here (root only; the root namespace is
 #               untouched); `cable NAME down|up` cuts and restores a host's
 #               cable (a two-way partition). All are deleted on exit.
+#   CUT=1       (scripts that offer it) cut a network cable instead of a
+#               SIGKILL/SIGSTOP; implies NETNS=1
 
 set -u -o pipefail
 export LC_ALL=C
@@ -30,7 +32,8 @@ API_LOAD=${API_LOAD:-$TGT/release/examples/api_load}
 export SHOAL_LOG=${SHOAL_LOG:-info,openraft=off}
 KEEP=${KEEP:-0}
 NICE=${NICE:-0}
-NETNS=${NETNS:-0}
+CUT=${CUT:-0}               # scripts that cut a cable instead of killing (CUT=1) need hosts
+NETNS=${NETNS:-$CUT}
 
 declare -A PID=()   # node name -> PID of its daemon (only ones started here)
 declare -A ADDR=()  # node name -> node-to-node address

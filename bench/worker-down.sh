@@ -12,8 +12,6 @@
 # keeps running; every daemon on a host of its own, NETNS=1 in lib.sh), and
 # restore it after each run.
 # Env: SETTLE (s between runs, default 2), INTERVAL_MS (poll period, default 20), CUT.
-CUT=${CUT:-0}
-((CUT)) && export NETNS=1
 source "$(dirname "$0")/lib.sh"
 RUNS=${1:-5}
 SETTLE=${SETTLE:-2}

@@ -354,7 +354,7 @@ async fn watch_leadership(m: Arc<Manager>, token: CancellationToken) {
         let (leads_raft, is_leader) = {
             let sm = server.borrow_and_update();
             let lost = *no_quorum.borrow_and_update();
-            let leads = sm.state == ServerState::Leader && sm.current_leader == Some(sm.id);
+            let leads = is_leading(sm.id, sm.state, sm.current_leader);
             // A leader without a quorum sends agents to no one.
             let addr = sm
                 .current_leader
@@ -442,7 +442,7 @@ async fn check_quorum(raft: Raft, no_quorum: watch::Sender<bool>, token: Cancell
         // A follower has nothing to check: it waits to lead, without a tick.
         let follows = {
             let sm = server.borrow_and_update();
-            !(sm.state == ServerState::Leader && sm.current_leader == Some(sm.id))
+            !is_leading(sm.id, sm.state, sm.current_leader)
         };
         tokio::select! {
             _ = token.cancelled() => return,
@@ -453,7 +453,7 @@ async fn check_quorum(raft: Raft, no_quorum: watch::Sender<bool>, token: Cancell
             let m = raft.metrics();
             let m = m.borrow();
             (
-                m.state == ServerState::Leader && m.current_leader == Some(m.id),
+                is_leading(m.id, m.state, m.current_leader),
                 m.millis_since_quorum_ack,
             )
         };
@@ -629,7 +629,13 @@ async fn catch_up_before_campaigning(
 pub(crate) fn leads(raft: &Raft) -> bool {
     let m = raft.metrics();
     let m = m.borrow();
-    m.current_leader == Some(m.id) && m.state == ServerState::Leader
+    is_leading(m.id, m.state, m.current_leader)
+}
+
+/// Whether Raft node `id`, in `state` and seeing `leader`, leads (from
+/// either the full or the server metrics).
+fn is_leading(id: u64, state: ServerState, leader: Option<u64>) -> bool {
+    state == ServerState::Leader && leader == Some(id)
 }
 
 /// How long a follower must have heard nothing from the leader, while it
