@@ -165,14 +165,32 @@ fn replicas_spread_move_off_dead_and_drained_nodes_and_follow_labels() {
     let leader = c.leader(1).unwrap();
     c.nodes[leader].kill();
     let other = (0..3).find(|i| *i != leader).unwrap();
-    let r = wait_for(
-        "50 running after the leader died",
-        Duration::from_secs(90),
-        || {
-            let r = running(&c.nodes[other], "web");
-            (r.len() == 50).then_some(r)
-        },
-    );
+    let waited = std::panic::catch_unwind(|| {
+        wait_for(
+            "50 running after the leader died",
+            Duration::from_secs(90),
+            || {
+                let r = running(&c.nodes[other], "web");
+                (r.len() == 50).then_some(r)
+            },
+        )
+    });
+    let r = waited.unwrap_or_else(|e| {
+        // Seen once in CI (not reproduced): what the tasks were doing.
+        let mut states: BTreeMap<String, usize> = BTreeMap::new();
+        for t in tasks(&c.nodes[other], "web") {
+            let k = format!(
+                "{} desired={} node={} err={}",
+                t["Status"]["State"], t["DesiredState"], t["NodeID"], t["Status"]["Err"]
+            );
+            *states.entry(k).or_default() += 1;
+        }
+        eprintln!(
+            "tasks of web as {} sees them: {states:#?}",
+            c.nodes[other].name
+        );
+        std::panic::resume_unwind(e)
+    });
     assert_eq!(
         slots(&r),
         (1..=50).collect::<Vec<_>>(),
