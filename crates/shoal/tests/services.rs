@@ -176,19 +176,19 @@ fn replicas_spread_move_off_dead_and_drained_nodes_and_follow_labels() {
         )
     });
     let r = waited.unwrap_or_else(|e| {
-        // Seen once in CI (not reproduced): what the tasks were doing.
-        let mut states: BTreeMap<String, usize> = BTreeMap::new();
-        for t in tasks(&c.nodes[other], "web") {
-            let k = format!(
-                "{} desired={} node={} err={}",
-                t["Status"]["State"], t["DesiredState"], t["NodeID"], t["Status"]["Err"]
-            );
-            *states.entry(k).or_default() += 1;
+        // Seen once in CI (not reproduced): what the tasks were doing, as
+        // each live manager sees them.
+        for m in (0..3).filter(|m| *m != leader) {
+            let mut states: BTreeMap<String, usize> = BTreeMap::new();
+            for t in tasks(&c.nodes[m], "web") {
+                let k = format!(
+                    "{} desired={} node={} err={}",
+                    t["Status"]["State"], t["DesiredState"], t["NodeID"], t["Status"]["Err"]
+                );
+                *states.entry(k).or_default() += 1;
+            }
+            eprintln!("tasks of web as {} sees them: {states:#?}", c.nodes[m].name);
         }
-        eprintln!(
-            "tasks of web as {} sees them: {states:#?}",
-            c.nodes[other].name
-        );
         std::panic::resume_unwind(e)
     });
     assert_eq!(
