@@ -136,7 +136,9 @@ impl Manager {
 
     /// Opens the store, starts Raft and the leadership watcher.
     pub async fn start(cfg: ManagerConfig, bootstrap: Bootstrap) -> anyhow::Result<Arc<Manager>> {
-        let (mut log, sm) = shoal_store::open(&cfg.raft_dir, &cfg.data_keys)?;
+        let (mut log, mut sm) = shoal_store::open(&cfg.raft_dir, &cfg.data_keys)?;
+        let waiting = Arc::new(crate::proposer::Waiting::default());
+        sm.answer_writers(waiting.clone());
         let (log_files, snapshots) = (log.clone(), sm.snapshot_file());
         let me = Member {
             addr: cfg.addr.clone(),
@@ -172,7 +174,7 @@ impl Manager {
         }
         let contact = Arc::new(LeaderContact::default());
         let (no_quorum_tx, no_quorum) = watch::channel(false);
-        let proposer = Proposer::start(raft.clone(), cfg.peers.clone(), no_quorum.clone());
+        let proposer = Proposer::start(raft.clone(), cfg.peers.clone(), no_quorum.clone(), waiting);
         let dispatcher = Dispatcher::new(store.clone(), proposer.clone());
         let token = CancellationToken::new();
         let manager = Arc::new(Manager {

@@ -18,9 +18,11 @@ use shoal_net::frame;
 use shoal_net::rpc::msg;
 use shoal_net::rpc::pb::cluster_client::ClusterClient;
 use shoal_store::{Batch, BatchResult, Command, CommandResult, Raft};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 /// How long a write waits for a leader before giving up.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -79,9 +81,73 @@ fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
     }
 }
 
+type Reply = oneshot::Sender<Result<CommandResult, WriteError>>;
+
 struct Pending {
     cmd: Command,
-    reply: oneshot::Sender<Result<CommandResult, WriteError>>,
+    /// The writer's reply, unless it waits in [`Waiting`].
+    reply: Option<Reply>,
+}
+
+/// The writers waiting on this manager, by their commands' request IDs.
+/// The state machine answers each as it applies the command (see
+/// [`shoal_store::Writers`]); the batch answers whoever is left (an error,
+/// or a result the apply did not hand over).
+#[derive(Default)]
+pub(crate) struct Waiting(std::sync::Mutex<HashMap<u64, Waiter>>);
+
+struct Waiter {
+    reply: Reply,
+    /// The in-flight slot of the writer's batch, shared by its writers: it
+    /// frees when the last one is answered, so the writers answered by the
+    /// state machine find it free when they come back (a writer that finds
+    /// it taken waits for company, see `LINGER_US`).
+    slot: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl Waiting {
+    /// Registers `reply` for command `request`; gives it back if another
+    /// writer already waits under that ID.
+    fn register(&self, request: u64, reply: Reply) -> Option<Reply> {
+        match self.0.lock().expect("waiting").entry(request) {
+            Entry::Occupied(_) => Some(reply),
+            Entry::Vacant(v) => {
+                v.insert(Waiter { reply, slot: None });
+                None
+            }
+        }
+    }
+
+    /// Gives the writers of `requests` that wait here the batch's `slot`;
+    /// whether every one of them waits here.
+    fn hold(&self, requests: &[u64], slot: &Arc<OwnedSemaphorePermit>) -> bool {
+        let mut map = self.0.lock().expect("waiting");
+        let mut all = true;
+        for r in requests {
+            match map.get_mut(r) {
+                Some(w) => w.slot = Some(slot.clone()),
+                None => all = false,
+            }
+        }
+        all
+    }
+
+    fn take(&self, request: u64) -> Option<Reply> {
+        let w = self.0.lock().expect("waiting").remove(&request)?;
+        Some(w.reply)
+    }
+}
+
+impl shoal_store::Writers for Waiting {
+    fn any(&self) -> bool {
+        !self.0.lock().expect("waiting").is_empty()
+    }
+
+    fn answer(&self, request: u64, result: CommandResult) {
+        if let Some(reply) = self.take(request) {
+            let _ = reply.send(Ok(result));
+        }
+    }
 }
 
 /// Submits commands; cheap to clone.
@@ -90,6 +156,7 @@ pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     raft: Raft,
     no_quorum: watch::Receiver<bool>,
+    waiting: Arc<Waiting>,
 }
 
 /// How long a write waits on a leader without a quorum before it is
@@ -162,14 +229,21 @@ async fn write_as_leader(
 }
 
 impl Proposer {
-    /// Starts the batching loop for `raft` (this manager's Raft instance).
-    /// `no_quorum` is true while this manager leads without a quorum.
-    pub fn start(raft: Raft, peers: Arc<Peers>, no_quorum: watch::Receiver<bool>) -> Proposer {
+    /// Starts the batching loop for `raft` (this manager's Raft instance,
+    /// whose state machine answers the writers in `waiting`). `no_quorum`
+    /// is true while this manager leads without a quorum.
+    pub(crate) fn start(
+        raft: Raft,
+        peers: Arc<Peers>,
+        no_quorum: watch::Receiver<bool>,
+        waiting: Arc<Waiting>,
+    ) -> Proposer {
         let (tx, mut rx) = mpsc::channel::<Pending>(65536);
         let proposer = Proposer {
             tx: tx.clone(),
             raft: raft.clone(),
             no_quorum: no_quorum.clone(),
+            waiting: waiting.clone(),
         };
         let tuning = Tuning::from_env();
         tokio::spawn(async move {
@@ -218,28 +292,45 @@ impl Proposer {
                 let raft = raft.clone();
                 let peers = peers.clone();
                 let no_quorum = no_quorum.clone();
+                let waiting = waiting.clone();
                 tokio::spawn(async move {
-                    let (cmds, replies): (Vec<_>, Vec<_>) =
-                        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+                    let (cmds, replies): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .map(|p| {
+                            let request = p.cmd.request;
+                            (p.cmd, (request, p.reply))
+                        })
+                        .unzip();
+                    // The slot goes with the writers waiting on the state
+                    // machine; the batch keeps it too while any does not.
+                    let requests: Vec<u64> = replies.iter().map(|(r, _)| *r).collect();
+                    let slot = Arc::new(permit);
+                    let slot = (!waiting.hold(&requests, &slot)).then_some(slot);
                     let started = Instant::now();
                     let n = cmds.len();
                     let result = submit(&raft, &peers, &no_quorum, Batch(cmds)).await;
                     // Free the slot before answering, so the writers answered
                     // now never find it taken when they come back.
-                    drop(permit);
+                    drop(slot);
                     tracing::debug!(
                         commands = n,
                         us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );
+                    // Those the state machine has not answered yet.
+                    let left = replies
+                        .into_iter()
+                        .map(|(request, reply)| reply.or_else(|| waiting.take(request)));
                     match result {
                         Ok(BatchResult(results)) => {
-                            for (reply, r) in replies.into_iter().zip(results) {
-                                let _ = reply.send(Ok(r));
+                            for (reply, r) in left.zip(results) {
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Ok(r));
+                                }
                             }
                         }
                         Err(e) => {
-                            for reply in replies {
+                            for reply in left.flatten() {
                                 let _ = reply.send(Err(e.clone()));
                             }
                         }
@@ -262,6 +353,7 @@ impl Proposer {
             cmd.request = rand::random::<u64>().max(1);
         }
         let (reply, rx) = oneshot::channel();
+        let reply = self.waiting.register(cmd.request, reply);
         self.tx
             .send(Pending { cmd, reply })
             .await
@@ -426,5 +518,55 @@ async fn forward(
         Err(s) => Err(Forward::Failed(WriteError::Unknown(
             s.message().to_string(),
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_store::Writers;
+
+    fn result(version: u64) -> CommandResult {
+        CommandResult {
+            results: vec![Ok(version)],
+        }
+    }
+
+    /// The state machine answers the writers waiting here, each once, and
+    /// the batch's in-flight slot frees with the last of them; the batch
+    /// answers only those left.
+    #[tokio::test]
+    async fn the_state_machine_answers_waiting_writers_and_frees_their_slot() {
+        let waiting = Waiting::default();
+        assert!(!waiting.any());
+        let (a, mut a_rx) = oneshot::channel();
+        let (b, mut b_rx) = oneshot::channel();
+        assert!(waiting.register(1, a).is_none());
+        assert!(waiting.register(2, b).is_none());
+        // Another writer under a taken ID keeps its own reply.
+        let (c, _c_rx) = oneshot::channel();
+        assert!(waiting.register(1, c).is_some());
+        assert!(waiting.any());
+
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = Arc::new(slots.clone().try_acquire_owned().unwrap());
+        assert!(waiting.hold(&[1, 2], &slot));
+        assert!(!waiting.hold(&[1, 3], &slot), "3 does not wait here");
+        drop(slot);
+        assert_eq!(slots.available_permits(), 0);
+
+        waiting.answer(1, result(7));
+        assert_eq!(a_rx.try_recv().unwrap().unwrap(), result(7));
+        assert_eq!(slots.available_permits(), 0, "2 still holds the slot");
+        // An unknown or already answered command: nothing happens.
+        waiting.answer(1, result(8));
+        waiting.answer(9, result(9));
+        assert!(b_rx.try_recv().is_err());
+
+        waiting.answer(2, result(10));
+        assert_eq!(b_rx.try_recv().unwrap().unwrap(), result(10));
+        assert_eq!(slots.available_permits(), 1);
+        assert!(!waiting.any());
+        assert!(waiting.take(1).is_none() && waiting.take(2).is_none());
     }
 }

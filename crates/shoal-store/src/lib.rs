@@ -27,7 +27,7 @@ pub use crypt::{KeyId, StoreKey};
 pub use encoded::EncodedEntries;
 pub use log_store::{LeaderAppend, LeaderAppends, LogStore};
 pub use raft_types::*;
-pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine};
+pub use state_machine::{Applied, Change, Shared, SnapshotFile, StateMachine, Writers};
 pub use tables::{Event, Table, Tables};
 
 use std::path::Path;

@@ -65,6 +65,23 @@ pub struct StateMachine {
     file: SnapshotFile,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// The writers waiting on this manager ([`StateMachine::answer_writers`]).
+    writers: Option<Arc<dyn Writers>>,
+}
+
+/// The writers waiting on this manager for their commands' results (the
+/// proposer's, in shoal-manager), keyed by the commands' request IDs.
+///
+/// The state machine hands each a result as it applies the command. The
+/// result openraft returns to `client_write` comes three task hand-offs
+/// later (the state machine's task → RaftCore → the proposer's → the
+/// writer's), and every one is on the path of a sequential write.
+pub trait Writers: Send + Sync {
+    /// Whether any writer waits (checked once per apply).
+    fn any(&self) -> bool;
+    /// Hands `result` to the writer of command `request`, if it waits here
+    /// (and was not answered yet).
+    fn answer(&self, request: u64, result: crate::CommandResult);
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -221,6 +238,11 @@ fn write_snapshot_file(
 }
 
 impl StateMachine {
+    /// Hands each command's result to `writers` as it is applied.
+    pub fn answer_writers(&mut self, writers: Arc<dyn Writers>) {
+        self.writers = Some(writers);
+    }
+
     /// Opens the state machine in `dir`, loading the persisted snapshot
     /// (sealed with one of `keys`; `keys[0]` seals new ones).
     pub fn open(dir: &Path, keys: &[StoreKey]) -> anyhow::Result<StateMachine> {
@@ -248,6 +270,7 @@ impl StateMachine {
             file,
             last_applied,
             membership,
+            writers: None,
         })
     }
 
@@ -414,6 +437,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         let mut batches = Vec::new();
+        let writers = self.writers.clone().filter(|w| w.any());
+        let mut answers = Vec::new();
         {
             let mut tables = self
                 .shared
@@ -432,8 +457,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let mut all_events = Vec::new();
                         let mut res = Vec::with_capacity(batch.0.len());
                         for cmd in batch.0 {
+                            let request = cmd.request;
                             let (r, events) = tables.apply(entry.log_id.index, cmd);
                             all_events.extend(events);
+                            if writers.is_some() && request != 0 {
+                                answers.push((request, r.clone()));
+                            }
                             res.push(r);
                         }
                         if !all_events.is_empty() {
@@ -453,6 +482,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if let Some(l) = self.last_applied {
             self.shared.applied.send_replace(l.index);
+        }
+        // Last: a writer answered sees its write everywhere (tables, applied
+        // index, change stream), whichever thread it runs on.
+        if let Some(w) = writers {
+            for (request, r) in answers {
+                w.answer(request, r);
+            }
         }
         Ok(results)
     }
