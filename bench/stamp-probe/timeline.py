@@ -56,3 +56,29 @@ rows = sorted((statistics.median(v), k, len(v)) for k, v in offsets.items()
 print(f"{len(cycles)} writes; median µs after the handler took the write:")
 for m, k, n in rows:
     print("%8.1f  %-32s n=%d" % (m, k, n))
+
+# What the commit waited for: a write commits once two of the three copies
+# are durable (the leader's sync, the followers' early answers), and
+# RaftCore learns of it only once the leader's own sync is done (openraft
+# 0.9 waits for it inline). Per write with both early answers: which came
+# second, and how long after it the commit followed.
+gate = collections.Counter()
+after = collections.defaultdict(list)
+for c in cycles:
+    first = {}
+    for t, n in c["ev"]:
+        first.setdefault(n, (t - c["t"]) / 1000)
+    answers = sorted(v for k, v in first.items() if k.startswith("L.early_ans"))
+    if "L.commit" not in first or "L.synced" not in first or len(answers) < 2:
+        gate["fewer than two early answers"] += 1
+        continue
+    events = sorted([(first["L.synced"], "the leader's sync"),
+                     (answers[0], "the first early answer"),
+                     (answers[1], "the second early answer")])
+    t, what = events[1]
+    gate[what] += 1
+    after[what].append(first["L.commit"] - t)
+print("\nthe second durable copy (what the commit waited for), and the median µs to the commit after it:")
+for what, n in gate.most_common():
+    extra = "  %.1f" % statistics.median(after[what]) if after[what] else ""
+    print("  %-30s %5d writes%s" % (what, n, extra))
