@@ -303,9 +303,14 @@ impl Proposer {
                         .unzip();
                     // The slot goes with the writers waiting on the state
                     // machine; the batch keeps it too while any does not.
-                    let requests: Vec<u64> = replies.iter().map(|(r, _)| *r).collect();
+                    let requests: Vec<u64> = replies
+                        .iter()
+                        .filter(|(_, reply)| reply.is_none())
+                        .map(|(request, _)| *request)
+                        .collect();
                     let slot = Arc::new(permit);
-                    let slot = (!waiting.hold(&requests, &slot)).then_some(slot);
+                    let everyone = requests.len() == replies.len();
+                    let slot = (!(waiting.hold(&requests, &slot) && everyone)).then_some(slot);
                     let started = Instant::now();
                     let n = cmds.len();
                     let result = submit(&raft, &peers, &no_quorum, Batch(cmds)).await;
@@ -353,11 +358,15 @@ impl Proposer {
             cmd.request = rand::random::<u64>().max(1);
         }
         let (reply, rx) = oneshot::channel();
-        let reply = self.waiting.register(cmd.request, reply);
-        self.tx
-            .send(Pending { cmd, reply })
-            .await
-            .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?;
+        let request = cmd.request;
+        let reply = self.waiting.register(request, reply);
+        let registered = reply.is_none();
+        if self.tx.send(Pending { cmd, reply }).await.is_err() {
+            if registered {
+                self.waiting.take(request);
+            }
+            return Err(WriteError::Raft("the manager is shutting down".into()));
+        }
         rx.await
             .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?
     }
