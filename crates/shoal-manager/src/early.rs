@@ -34,24 +34,41 @@
 //!
 //! Targets are the followers whose replication client has sent entries
 //! (openraft also makes clients for votes and leadership checks; those never
-//! register). At most one early request is in flight per follower, on its own
-//! connection; appends made meanwhile are left to the normal replication,
-//! and so is a follower that did not accept the last early request, until a
-//! normal request succeeds again.
+//! register). Each target has one early connection, and early requests are
+//! pipelined on it: each is written as soon as its append is made, in the
+//! order of the appends, and the answers, which come back in that order, are
+//! read by a task of their own. So a follower gets every entry in order,
+//! even one still busy with the previous entries, instead of getting some
+//! the usual way and the next ones early, out of order (it refused those,
+//! and was then left to the usual replication until in step again). Up to
+//! [`MAX_IN_FLIGHT`] requests wait for their answer at once; appends made
+//! beyond that are left to the normal replication, and so is a follower that
+//! did not accept an early request, until a normal request succeeds again.
 
 use crate::peers::Peers;
-use crate::raft_stream::StreamClient;
+use crate::raft_stream::StreamError;
 use openraft::raft::AppendEntriesResponse;
 use shoal_net::frame;
 use shoal_store::{LeaderAppend, LeaderAppends, LogId, Vote};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 
-/// How long an early request may take before its connection is dropped.
+/// How long an early request may wait for its answer before its
+/// connection is dropped.
 const EARLY_TTL: Duration = Duration::from_secs(2);
+
+/// At most this many early requests wait for their answer per target.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// How many early requests per target are kept for matching openraft's.
+const REMEMBERED: usize = 2 * MAX_IN_FLIGHT;
 
 /// Whether a follower accepted an early request (answered `Success`).
 type Accepted = bool;
@@ -67,23 +84,41 @@ pub struct Early {
 struct Target {
     /// Which registration it belongs to (replication restarts re-register).
     reg: u64,
+    id: u64,
     addr: String,
-    stream: tokio::sync::Mutex<StreamClient>,
+    /// The early connection's sending side. Held while a request is
+    /// written, and while the connection is made: requests leave in the
+    /// order their appends were made (tokio's lock is first come, first
+    /// served, and each request asks for it in `appending`).
+    out: tokio::sync::Mutex<Option<Outgoing>>,
     state: Mutex<TargetState>,
     /// Bumped at every append the leader makes (sent early to this target
     /// or not): wakes [`Registration::answer_for_commit`].
     appends: watch::Sender<u64>,
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        // Stop the connection's reader, which would otherwise wait for the
+        // follower to close it.
+        if let Some(out) = self.out.get_mut() {
+            for w in out.conn.close() {
+                let _ = w.answer.send(Some(false));
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct TargetState {
-    /// An early request is in flight.
-    busy: bool,
-    /// The target did not accept the last early request: wait for normal
+    /// Early requests started and not answered yet.
+    in_flight: usize,
+    /// The target did not accept an early request: wait for normal
     /// replication to succeed before sending more.
     lagging: bool,
-    /// The last early request, and its answer once it came.
-    last: Option<Sent>,
+    /// The latest early requests, oldest first, each with its answer once
+    /// it came.
+    sent: VecDeque<Sent>,
     /// The latest append sent early: its number in `Target::appends`, and
     /// what it carried.
     latest: Option<(u64, Sent)>,
@@ -98,9 +133,24 @@ impl TargetState {
     /// Records the early request `s` to `t` as in flight (under `t.state`).
     fn start(&mut self, t: &Target, s: Sent) {
         self.skip(t);
-        self.busy = true;
+        self.in_flight += 1;
         self.latest = Some((*t.appends.borrow(), s.clone()));
-        self.last = Some(s);
+        if self.sent.len() == REMEMBERED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(s);
+    }
+}
+
+impl Target {
+    /// An early request to this target ended: `accepted` or not.
+    fn finish(&self, answer: &watch::Sender<Option<Accepted>>, accepted: Accepted) {
+        {
+            let mut st = self.state.lock().expect("early target");
+            st.in_flight = st.in_flight.saturating_sub(1);
+            st.lagging |= !accepted;
+        }
+        let _ = answer.send(Some(accepted));
     }
 }
 
@@ -112,6 +162,79 @@ struct Sent {
     last: LogId,
     leader_commit: Option<LogId>,
     answer: watch::Receiver<Option<Accepted>>,
+}
+
+type Tls = TlsStream<TcpStream>;
+
+/// The sending side of an early connection.
+struct Outgoing {
+    write: WriteHalf<Tls>,
+    conn: Arc<Conn>,
+}
+
+/// One early connection, as its sending side and its reader share it.
+struct Conn {
+    /// The requests written and not answered yet, oldest first; `None`
+    /// once the connection is closed.
+    waiting: Mutex<Option<VecDeque<Waiting>>>,
+    /// A request was added (the reader then watches its age).
+    added: tokio::sync::Notify,
+    closed: CancellationToken,
+}
+
+/// An early request waiting for its answer.
+struct Waiting {
+    since: Instant,
+    answer: watch::Sender<Option<Accepted>>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            waiting: Mutex::new(Some(VecDeque::new())),
+            added: tokio::sync::Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Adds a request about to be written; gives it back if the connection
+    /// is closed.
+    fn wait(&self, w: Waiting) -> Result<(), Waiting> {
+        match self.waiting.lock().expect("early conn").as_mut() {
+            Some(q) => {
+                q.push_back(w);
+                self.added.notify_one();
+                Ok(())
+            }
+            None => Err(w),
+        }
+    }
+
+    /// The oldest request waiting, answered now; `None` if there is none
+    /// or the connection is closed.
+    fn answered(&self) -> Option<Waiting> {
+        self.waiting
+            .lock()
+            .expect("early conn")
+            .as_mut()?
+            .pop_front()
+    }
+
+    /// When the oldest request waiting was written.
+    fn oldest(&self) -> Option<Instant> {
+        let waiting = self.waiting.lock().expect("early conn");
+        waiting.as_ref()?.front().map(|w| w.since)
+    }
+
+    /// Closes the connection; the requests that were waiting on it.
+    fn close(&self) -> VecDeque<Waiting> {
+        self.closed.cancel();
+        self.waiting
+            .lock()
+            .expect("early conn")
+            .take()
+            .unwrap_or_default()
+    }
 }
 
 /// A target's registration; unregisters when dropped.
@@ -140,8 +263,9 @@ impl Early {
         let reg = self.next_reg.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(Target {
             reg,
+            id: target,
             addr: addr.to_string(),
-            stream: tokio::sync::Mutex::new(StreamClient::new(addr, self.peers.raft_tls())),
+            out: tokio::sync::Mutex::new(None),
             state: Mutex::new(TargetState::default()),
             appends: watch::Sender::new(0),
         });
@@ -170,13 +294,16 @@ impl Drop for Registration {
 }
 
 impl Registration {
-    /// The answer to the early request that matches `rpc` (same vote,
-    /// previous log id and last entry), waiting for it up to `wait`; `None`
-    /// if there is none, it failed, or it did not come in time.
+    /// The answer to an early request that answers `rpc`, waiting for it
+    /// up to `wait`; `None` if there is none, it failed, or it did not come
+    /// in time. An early request answers `rpc` if it has the same vote and
+    /// the same last entry: a follower that accepted it holds the leader's
+    /// log up to that entry (Log Matching), whatever the previous log ids
+    /// of the two requests (openraft may send in one request entries that
+    /// went early in several).
     pub async fn answer_for(
         &mut self,
         vote: &Vote,
-        prev_log_id: Option<LogId>,
         last: Option<LogId>,
         wait: Duration,
     ) -> Option<AppendEntriesResponse<u64>> {
@@ -184,12 +311,13 @@ impl Registration {
         let t = self.early.target(self.target)?;
         let answer = {
             let mut st = t.state.lock().expect("early target");
-            match &st.last {
-                Some(s) if s.vote == *vote && s.prev_log_id == prev_log_id && s.last == last => {
-                    st.last.take().expect("matched").answer
-                }
-                _ => return None,
-            }
+            let at = st
+                .sent
+                .iter()
+                .position(|s| s.vote == *vote && s.last == last)?;
+            // The ones before it are of no more use.
+            let matched = st.sent.drain(..=at).next_back().expect("matched");
+            matched.answer
         };
         if !accepted(answer, wait).await {
             return None;
@@ -205,19 +333,28 @@ impl Registration {
     /// For an AppendEntries without entries (a heartbeat, or the new commit
     /// index): waits up to `window` for the leader's next append and, if it
     /// goes to the target early carrying at least `leader_commit` under the
-    /// same vote, returns `Success` once the target accepted it (waiting up
-    /// to `wait`). That answer says all the empty request asks: the target
-    /// accepted this leader after the request was made, holds the log up to
-    /// past `prev_log_id`, and learned the commit index. `None` (send the
+    /// same vote, returns `Success` as soon as it has left (unless the
+    /// target already refused it). The request carries the commit index to
+    /// the target, and the empty request asks nothing else that the leader
+    /// does not know already: its previous log id is the target's known
+    /// match, so `Success` moves nothing that decides a commit. Whether the
+    /// target accepts the append is learnt by the request for those
+    /// entries, which openraft sends next and which [`Self::answer_for`]
+    /// answers only with the target's own answer. Not waiting here frees the
+    /// replication task to be already waiting on that answer when it comes
+    /// (one pass through openraft's replication less before the commit).
+    /// The one thing given ahead of the target is openraft's acknowledgement
+    /// clock (`millis_since_quorum_ack`), by at most the time between two
+    /// requests, and only until the first unaccepted early request (after
+    /// which the target is skipped until it is in step). `None` (send the
     /// request) if no append comes in time, or it was not sent early, or
-    /// does not qualify, or failed.
+    /// does not qualify, or was refused.
     pub async fn answer_for_commit(
         &mut self,
         vote: &Vote,
         prev_log_id: Option<LogId>,
         leader_commit: Option<LogId>,
         window: Duration,
-        wait: Duration,
     ) -> Option<AppendEntriesResponse<u64>> {
         let t = self.early.target(self.target)?;
         let mut appends = t.appends.subscribe();
@@ -242,10 +379,8 @@ impl Registration {
         if carried.vote != *vote
             || carried.leader_commit < leader_commit
             || carried.prev_log_id < prev_log_id
+            || *carried.answer.borrow() == Some(false)
         {
-            return None;
-        }
-        if !accepted(carried.answer, wait).await {
             return None;
         }
         first_use(
@@ -269,19 +404,20 @@ impl LeaderAppends for Early {
         let Some(last) = append.entries.last().map(|(id, _)| *id) else {
             return;
         };
-        let targets: Vec<(u64, Arc<Target>)> = self
+        let targets: Vec<Arc<Target>> = self
             .targets
             .lock()
             .expect("early")
-            .iter()
-            .map(|(id, t)| (*id, t.clone()))
+            .values()
+            .cloned()
             .collect();
         let mut req: Option<Vec<u8>> = None;
-        for (id, t) in targets {
+        for t in targets {
             let (tx, rx) = watch::channel(None);
             let sending = {
                 let mut st = t.state.lock().expect("early target");
-                if st.busy || st.lagging || !self.peers.serves_stream(&t.addr) {
+                if st.in_flight >= MAX_IN_FLIGHT || st.lagging || !self.peers.serves_stream(&t.addr)
+                {
                     st.skip(&t);
                     false
                 } else {
@@ -299,7 +435,7 @@ impl LeaderAppends for Early {
             if !sending {
                 continue;
             }
-            let mut frame = req
+            let frame = req
                 .get_or_insert_with(|| {
                     let mut f = frame::start(frame::APPEND_ENTRIES, 256);
                     crate::raft_net::encode_append(
@@ -312,16 +448,7 @@ impl LeaderAppends for Early {
                     f
                 })
                 .clone();
-            let peers = self.peers.clone();
-            start_now(async move {
-                let accepted = send(&peers, id, &t, &mut frame).await;
-                {
-                    let mut st = t.state.lock().expect("early target");
-                    st.busy = false;
-                    st.lagging |= !accepted;
-                }
-                let _ = tx.send(Some(accepted));
-            });
+            start_now(send(self.peers.clone(), t, frame, tx));
         }
     }
 }
@@ -360,11 +487,119 @@ fn first_use(flag: &mut bool, target: u64, what: &str) {
     }
 }
 
-/// Sends one early request to `target`; whether it was accepted.
-async fn send(peers: &Peers, target: u64, t: &Target, frame: &mut [u8]) -> Accepted {
-    let mut stream = t.stream.lock().await;
-    let answer = crate::raft_net::append_over(&mut stream, peers, target, frame, EARLY_TTL).await;
-    matches!(answer, Some(Ok(AppendEntriesResponse::Success)))
+/// Writes one early request to `t` on its early connection (made first if
+/// need be); its answer comes through `answer`, from the connection's
+/// reader ([`read_answers`]).
+async fn send(
+    peers: Arc<Peers>,
+    t: Arc<Target>,
+    mut frame: Vec<u8>,
+    answer: watch::Sender<Option<Accepted>>,
+) {
+    let mut out = t.out.lock().await;
+    let mut w = Waiting {
+        since: Instant::now(),
+        answer,
+    };
+    // At most twice: a connection found closed is made again once.
+    for _ in 0..2 {
+        let o = match out.as_mut() {
+            Some(o) => o,
+            None => match connect(&t.addr, &peers).await {
+                Ok(s) => {
+                    let (read, write) = tokio::io::split(s);
+                    let conn = Arc::new(Conn::new());
+                    tokio::spawn(read_answers(read, conn.clone(), Arc::downgrade(&t)));
+                    out.insert(Outgoing { write, conn })
+                }
+                Err(()) => {
+                    t.finish(&w.answer, false);
+                    return;
+                }
+            },
+        };
+        w = match o.conn.wait(w) {
+            Ok(()) => {
+                // A follower that stopped reading must not hold up the
+                // requests behind this one for longer than its answer may
+                // take.
+                let sent = tokio::time::timeout(EARLY_TTL, frame::send(&mut o.write, &mut frame));
+                if !matches!(sent.await, Ok(Ok(()))) {
+                    for w in o.conn.close() {
+                        t.finish(&w.answer, false);
+                    }
+                    *out = None;
+                }
+                return;
+            }
+            // Closed by its reader: make a new one.
+            Err(w) => {
+                *out = None;
+                w
+            }
+        };
+    }
+    t.finish(&w.answer, false);
+}
+
+/// Opens an early connection to `addr`, within [`EARLY_TTL`].
+async fn connect(addr: &str, peers: &Peers) -> Result<Tls, ()> {
+    match tokio::time::timeout(
+        EARLY_TTL,
+        crate::raft_stream::connect(addr, &peers.raft_tls()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(StreamError::NotServed)) => {
+            peers.stream_not_served(addr);
+            Err(())
+        }
+        _ => Err(()),
+    }
+}
+
+/// Reads the answers to the early requests written on `conn`, in order,
+/// and hands each to its request; on any failure, or an answer overdue
+/// ([`EARLY_TTL`]), closes the connection and fails whatever waits on it.
+async fn read_answers(mut read: ReadHalf<Tls>, conn: Arc<Conn>, t: Weak<Target>) {
+    let mut body = Vec::new();
+    loop {
+        let got = {
+            let recv = frame::recv(&mut read, &mut body);
+            tokio::pin!(recv);
+            loop {
+                let oldest = conn.oldest();
+                let overdue = tokio::time::sleep_until(
+                    (oldest.unwrap_or_else(Instant::now) + EARLY_TTL).into(),
+                );
+                tokio::select! {
+                    r = &mut recv => break r.ok(),
+                    () = conn.closed.cancelled() => return,
+                    () = overdue, if oldest.is_some() => break None,
+                    // Nothing waited: now something may.
+                    () = conn.added.notified(), if oldest.is_none() => {}
+                }
+            }
+        };
+        let Some(t) = t.upgrade() else {
+            conn.close();
+            return;
+        };
+        let answer = got.map(|tag| (tag, crate::raft_net::append_answer(t.id, tag, &body)));
+        match (answer, conn.answered()) {
+            (Some((frame::OK | frame::REFUSED, r)), Some(w)) => {
+                t.finish(&w.answer, matches!(r, Ok(AppendEntriesResponse::Success)));
+            }
+            (_, w) => {
+                // Broken, overdue, or an answer nothing waits for.
+                for w in w.into_iter().chain(conn.close()) {
+                    t.finish(&w.answer, false);
+                }
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -386,49 +621,40 @@ mod tests {
     fn sent(e: &Early, target: u64, prev: u64, last: u64) -> watch::Sender<Option<Accepted>> {
         let (tx, rx) = watch::channel(None);
         let t = e.target(target).unwrap();
-        t.state.lock().unwrap().last = Some(Sent {
-            vote: Vote::new_committed(2, 1),
-            prev_log_id: Some(id(prev)),
-            last: id(last),
-            leader_commit: None,
-            answer: rx,
-        });
+        t.state.lock().unwrap().start(
+            &t,
+            Sent {
+                vote: Vote::new_committed(2, 1),
+                prev_log_id: Some(id(prev)),
+                last: id(last),
+                leader_commit: None,
+                answer: rx,
+            },
+        );
         tx
     }
 
-    /// An answer is used only for the very request it answers, only if the
-    /// follower accepted it, only once, and not after waiting too long.
+    /// An answer is used only for a request with the same vote and last
+    /// entry, only if the follower accepted it, only once, and not after
+    /// waiting too long.
     #[tokio::test]
-    async fn an_early_answer_is_used_only_for_the_same_request_and_only_if_accepted() {
+    async fn an_early_answer_is_used_only_for_the_same_entries_and_only_if_accepted() {
         let e = early().await;
         let mut r = e.register(2, "127.0.0.1:1");
         let vote = Vote::new_committed(2, 1);
         let wait = Duration::from_millis(200);
         // Nothing was sent early.
-        assert!(r
-            .answer_for(&vote, Some(id(4)), Some(id(5)), wait)
-            .await
-            .is_none());
+        assert!(r.answer_for(&vote, Some(id(5)), wait).await.is_none());
 
         let tx = sent(&e, 2, 4, 5);
-        // Another vote, previous entry or last entry, or a heartbeat: no.
+        // Another vote or last entry, or a heartbeat: no.
         let other = Vote::new_committed(3, 1);
-        assert!(r
-            .answer_for(&other, Some(id(4)), Some(id(5)), wait)
-            .await
-            .is_none());
-        assert!(r
-            .answer_for(&vote, Some(id(3)), Some(id(5)), wait)
-            .await
-            .is_none());
-        assert!(r
-            .answer_for(&vote, Some(id(4)), Some(id(6)), wait)
-            .await
-            .is_none());
-        assert!(r.answer_for(&vote, Some(id(4)), None, wait).await.is_none());
-        // The same request waits for the answer...
+        assert!(r.answer_for(&other, Some(id(5)), wait).await.is_none());
+        assert!(r.answer_for(&vote, Some(id(6)), wait).await.is_none());
+        assert!(r.answer_for(&vote, None, wait).await.is_none());
+        // The same entries wait for the answer...
         let answer = tokio::spawn(async move {
-            let got = r.answer_for(&vote, Some(id(4)), Some(id(5)), wait).await;
+            let got = r.answer_for(&vote, Some(id(5)), wait).await;
             (r, got)
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -436,31 +662,51 @@ mod tests {
         let (mut r, got) = answer.await.unwrap();
         assert!(matches!(got, Some(AppendEntriesResponse::Success)));
         // ...which is used once.
-        assert!(r
-            .answer_for(&vote, Some(id(4)), Some(id(5)), wait)
-            .await
-            .is_none());
+        assert!(r.answer_for(&vote, Some(id(5)), wait).await.is_none());
 
         // Refused or failed: the caller sends the request itself.
         let tx = sent(&e, 2, 5, 6);
         tx.send(Some(false)).unwrap();
-        assert!(r
-            .answer_for(&vote, Some(id(5)), Some(id(6)), wait)
-            .await
-            .is_none());
+        assert!(r.answer_for(&vote, Some(id(6)), wait).await.is_none());
         // No answer in time: the same.
         let _tx = sent(&e, 2, 6, 7);
-        assert!(r
-            .answer_for(&vote, Some(id(6)), Some(id(7)), wait)
-            .await
-            .is_none());
+        assert!(r.answer_for(&vote, Some(id(7)), wait).await.is_none());
         // The sender gone without an answer: the same, at once.
         drop(sent(&e, 2, 7, 8));
         let quick = tokio::time::timeout(Duration::from_secs(5), async {
-            r.answer_for(&vote, Some(id(7)), Some(id(8)), Duration::from_secs(60))
+            r.answer_for(&vote, Some(id(8)), Duration::from_secs(60))
                 .await
         });
         assert!(quick.await.unwrap().is_none());
+    }
+
+    /// Several early requests in flight: openraft's request for entries
+    /// that went early in two of them is answered by the later one, and the
+    /// requests before it are dropped.
+    #[tokio::test]
+    async fn one_request_for_entries_sent_early_in_several_is_answered_by_the_last() {
+        let e = early().await;
+        let mut r = e.register(2, "127.0.0.1:1");
+        let vote = Vote::new_committed(2, 1);
+        let wait = Duration::from_secs(5);
+        let _first = sent(&e, 2, 4, 5);
+        let second = sent(&e, 2, 5, 6);
+        let _third = sent(&e, 2, 6, 7);
+        second.send(Some(true)).unwrap();
+        let got = tokio::time::timeout(wait, r.answer_for(&vote, Some(id(6)), wait)).await;
+        assert!(matches!(got, Ok(Some(AppendEntriesResponse::Success))));
+        let t = e.target(2).unwrap();
+        let left: Vec<LogId> = t
+            .state
+            .lock()
+            .unwrap()
+            .sent
+            .iter()
+            .map(|s| s.last)
+            .collect();
+        assert_eq!(left, vec![id(7)]);
+        let short = Duration::from_millis(50);
+        assert!(r.answer_for(&vote, Some(id(5)), short).await.is_none());
     }
 
     /// A replication session re-registering its target keeps it when the
@@ -496,16 +742,49 @@ mod tests {
         e.appending(append(5));
         let t = e.target(2).unwrap();
         wait_until(|| t.state.lock().unwrap().lagging).await;
-        assert!(!t.state.lock().unwrap().busy);
+        assert_eq!(t.state.lock().unwrap().in_flight, 0);
         // Lagging: the next append is not sent early.
         e.appending(append(6));
-        let last = t.state.lock().unwrap().last.as_ref().map(|s| s.last);
+        let last = t.state.lock().unwrap().sent.back().map(|s| s.last);
         assert_eq!(last, Some(id(5)));
         r.in_step();
         assert!(!t.state.lock().unwrap().lagging);
         e.appending(append(7));
-        let last = t.state.lock().unwrap().last.as_ref().map(|s| s.last);
+        let last = t.state.lock().unwrap().sent.back().map(|s| s.last);
         assert_eq!(last, Some(id(7)));
+    }
+
+    /// Early requests are pipelined on one connection, in the order of the
+    /// appends (the peer answers only once three are waiting), and a
+    /// connection the follower closed is made again once the target is in
+    /// step.
+    #[tokio::test]
+    async fn early_requests_are_pipelined_and_a_closed_connection_is_made_again() {
+        let (tls, addr, server) = crate::raft_stream::testing::raft_peer(3).await;
+        let e = Early::new(Peers::new(tls));
+        let mut r = e.register(2, &addr);
+        let t = e.target(2).unwrap();
+        let vote = Vote::new_committed(2, 1);
+        let append = |index: u64| LeaderAppend {
+            vote,
+            prev_log_id: Some(id(index - 1)),
+            leader_commit: None,
+            entries: vec![(id(index), Arc::from(&b"{}"[..]))],
+        };
+        // The peer closes the first connection without an answer.
+        e.appending(append(5));
+        wait_until(|| t.state.lock().unwrap().lagging).await;
+        assert_eq!(t.state.lock().unwrap().in_flight, 0);
+        r.in_step();
+        for index in 6..=8 {
+            e.appending(append(index));
+        }
+        let wait = Duration::from_secs(10);
+        let got = tokio::time::timeout(wait, r.answer_for(&vote, Some(id(8)), wait)).await;
+        assert!(matches!(got, Ok(Some(AppendEntriesResponse::Success))));
+        wait_until(|| t.state.lock().unwrap().in_flight == 0).await;
+        assert!(!t.state.lock().unwrap().lagging);
+        server.abort();
     }
 
     /// An older shoal without the stream gets no early requests: after the
@@ -529,16 +808,17 @@ mod tests {
     }
 
     /// An AppendEntries without entries is answered by the leader's next
-    /// append sent early, if that one carries the same vote and at least its
-    /// commit index and is accepted; otherwise it is sent (at once when an
-    /// append was not sent early, at the window's end when none came).
+    /// append sent early, as soon as it left, if that one carries the same
+    /// vote and at least its commit index and was not refused; otherwise it
+    /// is sent (at once when an append was not sent early, at the window's
+    /// end when none came).
     #[tokio::test]
     async fn an_empty_append_entries_is_answered_by_the_next_early_request() {
         let e = early().await;
         let r = tokio::sync::Mutex::new(e.register(2, "127.0.0.1:1"));
         let t = e.target(2).unwrap();
         let vote = Vote::new_committed(2, 1);
-        let (window, wait) = (Duration::from_millis(300), Duration::from_secs(5));
+        let window = Duration::from_millis(300);
         let start = |commit: u64, vote: Vote| {
             let (tx, rx) = watch::channel(None);
             let s = Sent {
@@ -556,7 +836,7 @@ mod tests {
             async move {
                 r.lock()
                     .await
-                    .answer_for_commit(&vote, Some(id(8)), Some(id(commit)), window, wait)
+                    .answer_for_commit(&vote, Some(id(8)), Some(id(commit)), window)
                     .await
             }
         };
@@ -564,16 +844,25 @@ mod tests {
         let t0 = std::time::Instant::now();
         assert!(ask(8).await.is_none());
         assert!(t0.elapsed() >= window);
-        // An append sent early, accepted: answered.
-        let (got, tx) = tokio::join!(ask(8), async {
+        // An append sent early: answered as soon as it left, without
+        // waiting for the target's answer (none ever comes here).
+        let (got, tx) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), ask(8)),
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                start(8, vote)
+            }
+        );
+        assert!(matches!(got, Ok(Some(AppendEntriesResponse::Success))));
+        drop(tx);
+        // The same once the target accepted it.
+        let (got, _tx) = tokio::join!(ask(8), async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let tx = start(8, vote);
-            tokio::time::sleep(Duration::from_millis(20)).await;
             tx.send(Some(true)).unwrap();
             tx
         });
         assert!(matches!(got, Some(AppendEntriesResponse::Success)));
-        drop(tx);
         // Refused: send it.
         let (got, _tx) = tokio::join!(ask(8), async {
             tokio::time::sleep(Duration::from_millis(20)).await;

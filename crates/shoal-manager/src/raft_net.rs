@@ -249,26 +249,38 @@ pub(crate) async fn append_over(
         }
         Ok(Err(StreamError::Unreachable(e))) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         Ok(Err(StreamError::Io(e))) => Err(network(&e)),
-        Ok(Ok(frame::OK)) => {
-            let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
-                match serde_json::from_slice(stream.reply()) {
-                    Ok(r) => r,
-                    Err(e) => return Some(Err(network(&e))),
-                };
-            result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-        }
-        Ok(Ok(frame::REFUSED)) => {
-            let why = String::from_utf8_lossy(stream.reply()).into_owned();
-            Err(network(&std::io::Error::other(why)))
-        }
         Ok(Ok(tag)) => {
-            stream.reset();
-            Err(network(&std::io::Error::other(format!(
-                "unknown answer type {tag}"
-            ))))
+            let r = append_answer(target, tag, stream.reply());
+            if !matches!(tag, frame::OK | frame::REFUSED) {
+                stream.reset();
+            }
+            r
         }
     };
     Some(r)
+}
+
+/// The AppendEntries answer in a frame of type `tag` with body `reply`.
+#[allow(clippy::result_large_err)] // openraft's error type, as `RaftNetwork` returns it
+pub(crate) fn append_answer(
+    target: u64,
+    tag: u8,
+    reply: &[u8],
+) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+    match tag {
+        frame::OK => {
+            let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+                serde_json::from_slice(reply).map_err(|e| network(&e))?;
+            result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        }
+        frame::REFUSED => {
+            let why = String::from_utf8_lossy(reply).into_owned();
+            Err(network(&std::io::Error::other(why)))
+        }
+        tag => Err(network(&std::io::Error::other(format!(
+            "unknown answer type {tag}"
+        )))),
+    }
 }
 
 fn network<E: std::error::Error + 'static>(e: &E) -> RpcErr {
@@ -297,13 +309,11 @@ impl RaftNetwork<TypeConfig> for Client {
         };
         let wait = option.soft_ttl() / 2;
         let answer = if last.is_some() {
-            early
-                .answer_for(&rpc.vote, rpc.prev_log_id, last, wait)
-                .await
+            early.answer_for(&rpc.vote, last, wait).await
         } else {
             let (vote, prev, commit) = (&rpc.vote, rpc.prev_log_id, rpc.leader_commit);
             early
-                .answer_for_commit(vote, prev, commit, COMMIT_WINDOW, wait)
+                .answer_for_commit(vote, prev, commit, COMMIT_WINDOW)
                 .await
         };
         if let Some(answer) = answer {

@@ -176,20 +176,7 @@ impl StreamClient {
         loop {
             let reused = self.stream.is_some();
             if self.stream.is_none() {
-                let s = TlsConnector::new(self.tls.clone())
-                    .connect(&self.addr)
-                    .await
-                    .map_err(|e| {
-                        if refused_alpn(&e) {
-                            StreamError::NotServed
-                        } else {
-                            StreamError::Unreachable(e)
-                        }
-                    })?;
-                if s.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
-                    return Err(StreamError::NotServed);
-                }
-                self.stream = Some(s);
+                self.stream = Some(connect(&self.addr, &self.tls).await?);
             }
             let s = self.stream.as_mut().expect("connected");
             let r = match frame::send(s, req).await {
@@ -220,6 +207,28 @@ impl StreamClient {
 }
 
 /// Whether `e` is the server refusing every ALPN protocol we offered.
+/// Opens a Raft stream connection to `addr` (mutual TLS, the Raft stream's
+/// ALPN).
+pub async fn connect(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, StreamError> {
+    let s = TlsConnector::new(tls.clone())
+        .connect(addr)
+        .await
+        .map_err(|e| {
+            if refused_alpn(&e) {
+                StreamError::NotServed
+            } else {
+                StreamError::Unreachable(e)
+            }
+        })?;
+    if s.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
+        return Err(StreamError::NotServed);
+    }
+    Ok(s)
+}
+
 fn refused_alpn(e: &std::io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -246,6 +255,72 @@ pub(crate) mod testing {
         String,
         tokio::task::JoinHandle<()>,
     ) {
+        let (cfg, listener, acceptor) = peer(tls::ALPN_H2).await;
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        (cfg, addr, server)
+    }
+
+    /// Like [`older_shoal`], for a peer that serves the Raft stream: it
+    /// answers AppendEntries with `Success`, but only once `hold` requests
+    /// have come without an answer (so only a client that sends before the
+    /// previous answers came gets any), and it closes its first connection
+    /// once the first request has come, without answering.
+    pub async fn raft_peer(
+        hold: usize,
+    ) -> (
+        Arc<rustls::ClientConfig>,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use openraft::error::RaftError;
+        use openraft::raft::AppendEntriesResponse;
+        use shoal_net::frame;
+        let (cfg, listener, acceptor) = peer(tls::ALPN_RAFT).await;
+        let addr = listener.local_addr().unwrap().to_string();
+        let ok: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+            Ok(AppendEntriesResponse::Success);
+        let ok = serde_json::to_vec(&ok).unwrap();
+        let server = tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut conn) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut body = Vec::new();
+                let mut unanswered = 0;
+                while frame::recv(&mut conn, &mut body).await.is_ok() {
+                    if std::mem::take(&mut first) {
+                        break;
+                    }
+                    unanswered += 1;
+                    if unanswered < hold {
+                        continue;
+                    }
+                    for _ in 0..std::mem::take(&mut unanswered) {
+                        let mut out = frame::start(frame::OK, ok.len());
+                        out.extend_from_slice(&ok);
+                        frame::send(&mut conn, &mut out).await.unwrap();
+                    }
+                }
+            }
+        });
+        (cfg, addr, server)
+    }
+
+    /// A manager's client TLS configuration, and a listener with the TLS
+    /// acceptor of a peer of the same CA offering `alpn`.
+    async fn peer(
+        alpn: &[u8],
+    ) -> (
+        Arc<rustls::ClientConfig>,
+        tokio::net::TcpListener,
+        tokio_rustls::TlsAcceptor,
+    ) {
         let ca = RootCa::generate().unwrap();
         let m = ca
             .issue_node_cert(
@@ -256,18 +331,13 @@ pub(crate) mod testing {
                 &["127.0.0.1".into()],
             )
             .unwrap();
-        let mut old = (*tls::server_config(&ca.cert_pem, &m.cert_pem, &m.key_pem).unwrap()).clone();
-        old.alpn_protocols = vec![tls::ALPN_H2.to_vec()];
+        let mut server =
+            (*tls::server_config(&ca.cert_pem, &m.cert_pem, &m.key_pem).unwrap()).clone();
+        server.alpn_protocols = vec![alpn.to_vec()];
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(old));
-        let server = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let _ = acceptor.accept(tcp).await;
-            }
-        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let cfg = tls::client_config(&ca.cert_pem, Some((&m.cert_pem, &m.key_pem))).unwrap();
-        (cfg, addr, server)
+        (cfg, listener, acceptor)
     }
 }
 
