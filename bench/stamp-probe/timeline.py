@@ -82,3 +82,10 @@ print("\nthe second durable copy (what the commit waited for), and the median µ
 for what, n in gate.most_common():
     extra = "  %.1f" % statistics.median(after[what]) if after[what] else ""
     print("  %-30s %5d writes%s" % (what, n, extra))
+
+# The followers' frames: how many carried entries they appended (the rest
+# were empty requests, or entries refused because they came out of order).
+frames = collections.Counter(label for _, pid, label, _, _ in events
+                             if pid != leader and pid not in client)
+print("\nfollowers' frames: %d received, %d appended, for %d writes"
+      % (frames["f_recv"], frames["append0"], len(cycles)))
