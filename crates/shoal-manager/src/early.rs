@@ -101,10 +101,8 @@ impl Drop for Target {
     fn drop(&mut self) {
         // Stop the connection's reader, which would otherwise wait for the
         // follower to close it.
-        if let Some(out) = self.out.get_mut() {
-            for w in out.conn.close() {
-                let _ = w.answer.send(Some(false));
-            }
+        if let Some(conn) = self.out.get_mut().as_ref().map(|o| o.conn.clone()) {
+            conn.fail(self);
         }
     }
 }
@@ -224,6 +222,14 @@ impl Conn {
     fn oldest(&self) -> Option<Instant> {
         let waiting = self.waiting.lock().expect("early conn");
         waiting.as_ref()?.front().map(|w| w.since)
+    }
+
+    /// Closes the connection and fails the requests waiting on it (to
+    /// target `t`).
+    fn fail(&self, t: &Target) {
+        for w in self.close() {
+            t.finish(&w.answer, false);
+        }
     }
 
     /// Closes the connection; the requests that were waiting on it.
@@ -460,7 +466,8 @@ impl LeaderAppends for Early {
 /// replication tasks it wakes have had their turn on the worker thread:
 /// 40–60 µs later, measured. Polled here, the request is written to the
 /// follower's connection at once (the write to an idle socket does not
-/// wait), and the task only waits for the answer in the background. The
+/// wait); only a request that must wait (for the connection to be made,
+/// or for the requests before it to be written) goes on as a task. The
 /// first poll uses a no-op waker: whatever it waits on is polled again, with
 /// the task's own waker, as soon as the task is spawned.
 fn start_now(task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -525,9 +532,7 @@ async fn send(
                 // take.
                 let sent = tokio::time::timeout(EARLY_TTL, frame::send(&mut o.write, &mut frame));
                 if !matches!(sent.await, Ok(Ok(()))) {
-                    for w in o.conn.close() {
-                        t.finish(&w.answer, false);
-                    }
+                    o.conn.fail(&t);
                     *out = None;
                 }
                 return;
@@ -593,9 +598,10 @@ async fn read_answers(mut read: ReadHalf<Tls>, conn: Arc<Conn>, t: Weak<Target>)
             }
             (_, w) => {
                 // Broken, overdue, or an answer nothing waits for.
-                for w in w.into_iter().chain(conn.close()) {
+                if let Some(w) = w {
                     t.finish(&w.answer, false);
                 }
+                conn.fail(&t);
                 return;
             }
         }

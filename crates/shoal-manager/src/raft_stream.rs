@@ -206,7 +206,6 @@ impl StreamClient {
     }
 }
 
-/// Whether `e` is the server refusing every ALPN protocol we offered.
 /// Opens a Raft stream connection to `addr` (mutual TLS, the Raft stream's
 /// ALPN).
 pub async fn connect(
@@ -229,6 +228,7 @@ pub async fn connect(
     Ok(s)
 }
 
+/// Whether `e` is the server refusing every ALPN protocol we offered.
 fn refused_alpn(e: &std::io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
