@@ -17,6 +17,7 @@
 # early AppendEntries (spawned, written, answered), the replication client,
 # the followers' stream handler, commit, apply, and the load generator
 # (c_start, c_done). Labels L./F0./F1./C. are the leader, followers, client.
+# VIA=follower: the client writes to a follower (E.), which forwards.
 source "$(dirname "$0")/../lib.sh"
 DURATION=${DURATION:-4}
 OUT=${OUT:-$(mktemp -d /tmp/shoal-stamps.XXXXXX)}
@@ -27,9 +28,15 @@ three_managers
 KIND=$(write_kind m1)
 L=$(leader)
 echo "${PID[$L]}" >"$OUT/leader.pid"
+# VIA=follower sends the writes to a follower (forwarded to the leader).
+N=$L
+if [[ ${VIA:-leader} == follower ]]; then
+  for m in m1 m2 m3; do [[ $m != "$L" ]] && { N=$m; break; }; done
+  echo "${PID[$N]}" >"$OUT/entry.pid"
+fi
 sleep 1
 date +%s%N >"$OUT/t0"
-helper load --socket "$(sock "$L")" --write "$KIND" --clients 1 --duration "$DURATION" --warmup 0.5 2>&1 | tail -1
+helper load --socket "$(sock "$N")" --write "$KIND" --clients 1 --duration "$DURATION" --warmup 0.5 2>&1 | tail -1
 date +%s%N >"$OUT/t1"
 sleep 1
 python3 "$(dirname "$0")/timeline.py" "$OUT"

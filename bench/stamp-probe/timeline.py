@@ -7,6 +7,10 @@ import collections, glob, statistics, sys
 
 out = sys.argv[1]
 leader = open(f"{out}/leader.pid").read().strip()
+try:  # VIA=follower: the follower the client writes to ("E.")
+    entry = open(f"{out}/entry.pid").read().strip()
+except FileNotFoundError:
+    entry = leader
 t0 = int(open(f"{out}/t0").read())
 t1 = int(open(f"{out}/t1").read())
 events = []
@@ -19,7 +23,8 @@ for f in glob.glob(f"{out}/*.stamps"):
             events.append((t, pid, label, int(idx), int(extra)))
 events.sort()
 client = {p for _, p, l, _, _ in events if l.startswith("c_")}
-followers = sorted({p for _, p, _, _, _ in events if p != leader and p not in client})
+followers = sorted({p for _, p, _, _, _ in events
+                    if p not in (leader, entry) and p not in client})
 PER_TARGET = {"ae_call", "ae_commit_call", "repl_ok", "repl_commit_ok", "afc_carried",
               "early_spawn", "early_ans", "early_tx"}
 
@@ -31,13 +36,15 @@ def name(pid, label, extra):
         # Per replication target; numbered in order of appearance.
         return "L.%s.t%d" % (label, targets.setdefault(extra, len(targets))) \
             if label in PER_TARGET else "L." + label
+    if pid == entry:
+        return "E." + label
     return "F%d.%s" % (followers.index(pid), label)
 
 
 targets = {}
 cycles, cur = [], None
 for t, pid, label, idx, extra in events:
-    if pid == leader and label == "h_in":
+    if pid == entry and label == "h_in":
         if cur:
             cur["next"] = t
             cycles.append(cur)
@@ -72,10 +79,10 @@ for c in cycles:
     if "L.commit" not in first or "L.synced" not in first or len(answers) < 2:
         gate["fewer than two early answers"] += 1
         continue
-    events = sorted([(first["L.synced"], "the leader's sync"),
+    order = sorted([(first["L.synced"], "the leader's sync"),
                      (answers[0], "the first early answer"),
                      (answers[1], "the second early answer")])
-    t, what = events[1]
+    t, what = order[1]
     gate[what] += 1
     after[what].append(first["L.commit"] - t)
 print("\nthe second durable copy (what the commit waited for), and the median µs to the commit after it:")

@@ -169,6 +169,58 @@ fn a_follower_back_from_a_stall_does_not_depose_the_leader() {
         !c.nodes[leader].log().contains("lost leadership"),
         "the leader was deposed when the follower came back"
     );
+    forwarded_writes_get_their_own_results(&c.nodes[follower]);
+}
+
+/// Concurrent writes through a follower go to the leader in shared
+/// batches; each writer must get its own command's result (the leader's
+/// state machine hands them out as it applies): every unique name created
+/// under an ID that holds that name, and one duplicated name created once
+/// and refused (409) to the others.
+fn forwarded_writes_get_their_own_results(follower: &Daemon) {
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let results: Vec<(String, u16, String)> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..16)
+                .map(|w| {
+                    let name = if w < 12 {
+                        format!("fw-{round}-{w}")
+                    } else {
+                        format!("fw-{round}-dup")
+                    };
+                    s.spawn(move || {
+                        let body = format!(r#"{{"Name":"{name}","Data":"aGk="}}"#);
+                        let (code, out) =
+                            api(follower, "POST", "/v1.41/configs/create", Some(&body));
+                        (name, code, out)
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let dup = format!("fw-{round}-dup");
+        let mut dup_created = 0;
+        for (name, code, out) in &results {
+            if *name == dup && code == &409 {
+                continue;
+            }
+            assert_eq!(*code, 201, "{name}: {out}");
+            dup_created += usize::from(*name == dup);
+            let id = serde_json::from_str::<serde_json::Value>(out).unwrap()["ID"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let (code, got) = api(follower, "GET", &format!("/v1.41/configs/{id}"), None);
+            assert_eq!(code, 200, "{got}");
+            let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+            assert_eq!(
+                got["Spec"]["Name"],
+                name.as_str(),
+                "the ID given for {name}"
+            );
+        }
+        assert_eq!(dup_created, 1, "{dup} created once: {results:?}");
+    }
 }
 
 /// Drops every TCP packet to a port while it lives (an iptables rule).
