@@ -40,6 +40,8 @@ struct Local {
     stopping: bool,
     /// Its executor.
     exec: Exec,
+    /// The last report sent (see [`Worker::session_opened`]).
+    last: Option<TaskStatusReport>,
 }
 
 /// Runs tasks on this node.
@@ -51,6 +53,9 @@ pub struct Worker {
     docker: EngineSlot,
     status: mpsc::UnboundedSender<Vec<TaskStatusReport>>,
     local: Arc<Mutex<HashMap<String, Local>>>,
+    /// A new session with the dispatcher began: the next assignment set is
+    /// checked for reports that may have been lost.
+    resync: Arc<std::sync::atomic::AtomicBool>,
     /// Task starts in progress at once: a burst of hundreds of assignments
     /// must not starve the node (and its heartbeats) of CPU.
     starts: Arc<tokio::sync::Semaphore>,
@@ -138,6 +143,7 @@ impl Worker {
             docker,
             status,
             local: Arc::new(Mutex::new(HashMap::new())),
+            resync: Default::default(),
             starts: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_STARTS)),
         }
     }
@@ -158,6 +164,7 @@ impl Worker {
                 state,
                 stopping: false,
                 exec,
+                last: None,
             },
         );
     }
@@ -184,8 +191,35 @@ impl Worker {
     async fn send(&self, r: TaskStatusReport) {
         if let Some(l) = self.local.lock().expect("lock").get_mut(&r.task_id) {
             l.state = r.state;
+            l.last = Some(r.clone());
         }
         let _ = self.status.send(vec![r]);
+    }
+
+    /// A session with a dispatcher was opened (its assignment set comes
+    /// next). Reports sent on the previous session may be lost: a leader
+    /// that got them and died before it committed them leaves the store
+    /// with an older state (a task started here stays `assigned` for
+    /// good). So the next assignment set is compared with what this node
+    /// reported, and a task's last report is sent again where the store is
+    /// behind it.
+    pub fn session_opened(&self) {
+        self.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends `task`'s last report again if the store's state is behind it.
+    fn report_again_if_behind(&self, task: &Task) {
+        let again = self
+            .local
+            .lock()
+            .expect("lock")
+            .get(&task.id)
+            .filter(|l| l.state > task.status.state)
+            .and_then(|l| l.last.clone());
+        if let Some(r) = again {
+            tracing::debug!(task = %task.id, state = ?r.state, "reporting again: the store is behind");
+            let _ = self.status.send(vec![r]);
+        }
     }
 
     /// Stops and removes every task of this node (the node leaves its
@@ -291,8 +325,12 @@ impl Worker {
         service_names: &std::collections::BTreeMap<String, String>,
     ) {
         let assigned: HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let resync = self.resync.swap(false, std::sync::atomic::Ordering::SeqCst);
         for task in tasks {
             let known = self.local.lock().expect("lock").contains_key(&task.id);
+            if resync && known {
+                self.report_again_if_behind(&task);
+            }
             if task.desired_state <= TaskState::Running {
                 if known || task.status.state.is_terminal() {
                     continue;

@@ -655,27 +655,32 @@ impl Host {
                     HostRequest::Join(_, reply) => drop(reply.send(Err(ApiError::swarm_exists()))),
                     HostRequest::Unlock(_, reply) => drop(reply.send(Err(ApiError::not_locked()))),
                 },
-                Some(ev) = events.recv() => match ev {
-                    DispatcherMessage::RoleChanged(role) if role != state.role => {
-                        tracing::info!(role = role.as_str(), "role changed: renewing the certificate");
-                        match node::renew(dir, &managers, &manager_cfg).await {
-                            Ok(_) => break Exit::Restart,
-                            Err(e) => tracing::warn!("could not switch role yet: {e:#}"),
+                Some(ev) = events.recv() => {
+                    if matches!(ev, DispatcherMessage::Welcome { .. }) {
+                        worker.session_opened();
+                    }
+                    match ev {
+                        DispatcherMessage::RoleChanged(role) if role != state.role => {
+                            tracing::info!(role = role.as_str(), "role changed: renewing the certificate");
+                            match node::renew(dir, &managers, &manager_cfg).await {
+                                Ok(_) => break Exit::Restart,
+                                Err(e) => tracing::warn!("could not switch role yet: {e:#}"),
+                            }
                         }
-                    }
-                    DispatcherMessage::Removed => {
-                        tracing::warn!("this node was removed from the cluster");
-                        break Exit::Left;
-                    }
-                    DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
-                    DispatcherMessage::Managers(list) | DispatcherMessage::Welcome { managers: list, .. } => {
-                        let mut s = dir.load()?;
-                        if s.managers != list {
-                            s.managers = list;
-                            dir.save(&s)?;
+                        DispatcherMessage::Removed => {
+                            tracing::warn!("this node was removed from the cluster");
+                            break Exit::Left;
                         }
+                        DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
+                        DispatcherMessage::Managers(list) | DispatcherMessage::Welcome { managers: list, .. } => {
+                            let mut s = dir.load()?;
+                            if s.managers != list {
+                                s.managers = list;
+                                dir.save(&s)?;
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 },
             }
         };
