@@ -150,6 +150,21 @@ impl shoal_store::Writers for Waiting {
     }
 }
 
+/// Writers registered in [`Waiting`] for a forwarded batch; taken out when
+/// dropped.
+struct Registered<'a> {
+    waiting: &'a Waiting,
+    requests: Vec<u64>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        for request in &self.requests {
+            self.waiting.take(*request);
+        }
+    }
+}
+
 /// Submits commands; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
@@ -353,7 +368,12 @@ impl Proposer {
     /// then often busy with the other followers' answers (40–50 µs on a
     /// sequential write, measured). Whichever comes first is used.
     pub(crate) async fn write_as_leader(&self, batch: Batch) -> Result<BatchResult, LeadWrite> {
-        let mut requests = Vec::with_capacity(batch.0.len());
+        // Taken out again however this ends (the forward's connection may
+        // drop this future before the write is done).
+        let mut registered = Registered {
+            waiting: &self.waiting,
+            requests: Vec::with_capacity(batch.0.len()),
+        };
         let mut answers = Vec::with_capacity(batch.0.len());
         for cmd in &batch.0 {
             let (reply, rx) = oneshot::channel();
@@ -362,7 +382,7 @@ impl Proposer {
             if cmd.request == 0 || self.waiting.register(cmd.request, reply).is_some() {
                 break;
             }
-            requests.push(cmd.request);
+            registered.requests.push(cmd.request);
             answers.push(rx);
         }
         let every = !answers.is_empty() && answers.len() == batch.0.len();
@@ -382,9 +402,7 @@ impl Proposer {
         } else {
             write.await
         };
-        for request in requests {
-            self.waiting.take(request);
-        }
+        drop(registered);
         result
     }
 
