@@ -15,7 +15,7 @@ use shoal_manager::peers::Peers;
 use shoal_manager::{Bootstrap, Manager, ManagerConfig};
 use shoal_net::lock::UnlockKey;
 use shoal_net::rpc::pb::{cluster_server::ClusterServer, raft_server::RaftServer};
-use shoal_net::rpc::DispatcherMessage;
+use shoal_net::rpc::{DispatcherMessage, ManagerAddr};
 use shoal_net::tls::{self, ReloadableCert, TlsIncoming};
 use shoal_store::StoreKey;
 use std::path::PathBuf;
@@ -655,32 +655,26 @@ impl Host {
                     HostRequest::Join(_, reply) => drop(reply.send(Err(ApiError::swarm_exists()))),
                     HostRequest::Unlock(_, reply) => drop(reply.send(Err(ApiError::not_locked()))),
                 },
-                Some(ev) = events.recv() => {
-                    if matches!(ev, DispatcherMessage::Welcome { .. }) {
+                Some(ev) = events.recv() => match ev {
+                    DispatcherMessage::RoleChanged(role) if role != state.role => {
+                        tracing::info!(role = role.as_str(), "role changed: renewing the certificate");
+                        match node::renew(dir, &managers, &manager_cfg).await {
+                            Ok(_) => break Exit::Restart,
+                            Err(e) => tracing::warn!("could not switch role yet: {e:#}"),
+                        }
+                    }
+                    DispatcherMessage::Removed => {
+                        tracing::warn!("this node was removed from the cluster");
+                        break Exit::Left;
+                    }
+                    DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
+                    DispatcherMessage::Welcome { managers, .. } => {
+                        // A new session: reports sent on the last one may be lost.
                         worker.session_opened();
+                        remember_managers(dir, managers)?;
                     }
-                    match ev {
-                        DispatcherMessage::RoleChanged(role) if role != state.role => {
-                            tracing::info!(role = role.as_str(), "role changed: renewing the certificate");
-                            match node::renew(dir, &managers, &manager_cfg).await {
-                                Ok(_) => break Exit::Restart,
-                                Err(e) => tracing::warn!("could not switch role yet: {e:#}"),
-                            }
-                        }
-                        DispatcherMessage::Removed => {
-                            tracing::warn!("this node was removed from the cluster");
-                            break Exit::Left;
-                        }
-                        DispatcherMessage::Assignments { tasks, services } => worker.assign(tasks, &services).await,
-                        DispatcherMessage::Managers(list) | DispatcherMessage::Welcome { managers: list, .. } => {
-                            let mut s = dir.load()?;
-                            if s.managers != list {
-                                s.managers = list;
-                                dir.save(&s)?;
-                            }
-                        }
-                        _ => {}
-                    }
+                    DispatcherMessage::Managers(list) => remember_managers(dir, list)?,
+                    _ => {}
                 },
             }
         };
@@ -862,3 +856,14 @@ fn spawn_engine_watch(w: EngineWatch, token: CancellationToken) {
 
 /// How often a node checks that its Docker Engine answers.
 const ENGINE_CHECK: Duration = Duration::from_secs(2);
+
+/// Keeps the managers' list in the data dir: a restarted node's agent
+/// tries them to find the leader.
+fn remember_managers(dir: &DataDir, managers: Vec<ManagerAddr>) -> anyhow::Result<()> {
+    let mut s = dir.load()?;
+    if s.managers != managers {
+        s.managers = managers;
+        dir.save(&s)?;
+    }
+    Ok(())
+}
